@@ -1,0 +1,54 @@
+"""The ``solargw`` command: a thin dispatcher over ``appliance.commands.*``.
+
+Each command module defines ``register(subparsers)``, which adds its parser and
+sets ``func(args) -> int``. Errors a user can fix are ``CommandError``: printed
+as one line on stderr, exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from appliance import __version__
+
+COMMAND_MODULES = (
+    "decode",
+)
+
+
+class CommandError(Exception):
+    """A user-facing failure: the message is printed as is, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="solargw", description="Local gateway for NEP and Enecsys solar micro-inverters."
+    )
+    parser.add_argument("--version", action="version", version=f"solargw {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"appliance.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as exc:
+        print(f"solargw {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

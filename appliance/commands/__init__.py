@@ -1,0 +1,1 @@
+"""One module per ``solargw`` sub-command; each defines ``register(subparsers)``."""

@@ -1,0 +1,1 @@
+"""Pure protocol code: decoders and encoders, no I/O and no clock."""
