@@ -65,3 +65,26 @@ class Reading:
     def ac_power_w(self) -> float | None:
         value = self.fields.get("ac_power_w")
         return float(value) if isinstance(value, (int, float)) else None
+
+
+STATES: tuple[str, ...] = ("producing", "standby", "low_light", "sleeping", "fault", "unknown")
+"""The ``state`` field's vocabulary, the same for both families (a Home Assistant enum)."""
+
+# Canonical field names (units in the name). Decoders use these where the quantity exists;
+# family-specific extras (raw codes, per-module values) may be added beside them.
+COMMON_FIELDS: dict[str, str] = {
+    "ac_power_w": "W",
+    "ac_voltage_v": "V",
+    "ac_frequency_hz": "Hz",
+    "dc_current_a": "A",
+    "dc_current_1_a": "A",
+    "dc_current_2_a": "A",
+    "dc_voltage_v": "V",
+    "dc_power_w": "W",
+    "temperature_c": "°C",
+    "efficiency_ratio": "",
+    "energy_today_wh": "Wh",
+    "lifetime_wh": "Wh",
+    "state": "",
+    "alarms": "",
+}
