@@ -1,0 +1,65 @@
+"""The one path from a decoded frame to everything downstream.
+
+Both services (the web collector for NEP, the Zigbee service for Enecsys) call
+``Pipeline.handle`` with a ``Reading``: it is stored (latest, history, energy
+ledger), then published over MQTT. Live UI events need no call of their own:
+the web process watches the store's change log, which also sees the other
+process's writes. Publishing never raises into the caller and never blocks it:
+the inverter's reply must not wait for a broker.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Protocol
+
+from appliance.reading import Reading
+from appliance.store import Recorded, Store
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    def publish(self, recorded: Recorded) -> None: ...
+    def publish_status(self, status: dict[str, Any]) -> None: ...
+    def remove(self, serial: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class Pipeline:
+    def __init__(self, store: Store, publisher: Publisher | None = None):
+        self.store = store
+        self.publisher = publisher
+
+    def handle(self, reading: Reading, source: str = "") -> Recorded | None:
+        """Record and publish a reading; a frame that failed its checksum is rejected instead."""
+        self.store.count("packets_received", reading.family)
+        if not reading.checksum_ok:
+            self.store.reject(
+                frame=reading.frame, family=reading.family, source=source,
+                reason="checksum mismatch", timestamp=reading.timestamp,
+            )
+            return None
+        recorded = self.store.record(reading, source=source)
+        if self.publisher is not None:
+            try:
+                self.publisher.publish(recorded)
+            except Exception:  # a publisher bug must not lose the stored reading
+                log.exception("publishing %s failed", reading.serial)
+        return recorded
+
+    def reject(self, frame: bytes, family: str | None, source: str, reason: str,
+               timestamp: float | None = None) -> None:
+        """Count and keep a frame that could not be decoded at all."""
+        self.store.count("packets_received", family or "unknown")
+        self.store.reject(frame=frame, family=family, source=source, reason=reason,
+                          timestamp=time.time() if timestamp is None else timestamp)
+
+    def remove(self, serial: str) -> None:
+        """Hide an inverter and clear its Home Assistant discovery."""
+        self.store.remove(serial)
+        if self.publisher is not None:
+            try:
+                self.publisher.remove(serial)
+            except Exception:
+                log.exception("clearing discovery of %s failed", serial)
