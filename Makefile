@@ -8,16 +8,17 @@ PYTEST := $(PY) -m pytest
 # Debian packages the tests and the image build need (all from Debian's archive).
 APT_PACKAGES := \
 	mosquitto mosquitto-clients nats-server \
-	dnsmasq-base hostapd wpasupplicant iw nftables iproute2 \
+	dnsmasq-base hostapd wpasupplicant iw nftables iproute2 busybox \
 	chromium fonts-dejavu-core \
 	sqlite3 xz-utils zstd \
 	debootstrap qemu-user-static binfmt-support qemu-system-arm qemu-utils \
-	genimage dosfstools mtools e2fsprogs fdisk \
-	device-tree-compiler openssl vagrant
+	genimage dosfstools mtools e2fsprogs fdisk openssh-client \
+	device-tree-compiler openssl vagrant \
+	cpp git
 
-.PHONY: deps apt-deps python-deps test test-fast test-slow test-image image demo bench lint clean
+.PHONY: deps apt-deps python-deps firmware-tools test test-fast test-slow test-image image demo bench lint clean
 
-deps: apt-deps python-deps
+deps: apt-deps python-deps firmware-tools
 
 apt-deps: .deps/apt.stamp
 .deps/apt.stamp: Makefile
@@ -37,6 +38,15 @@ python-deps: .deps/python.stamp
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
+# The ROM-bootloader flasher behind `solargw firmware flash`: cc1352-flasher is the PyPI
+# packaging of cc2538-bsl (same options, --bootloader-sonoff-usb included). Its metadata pins
+# stale setuptools/gpiod/python-magic that only its BeagleBoard GPIO mode uses, so it goes in
+# without them; what it runs on (pyserial, intelhex) is in pyproject.toml.
+firmware-tools: .deps/firmware-tools.stamp
+.deps/firmware-tools.stamp: .deps/python.stamp
+	$(PY) -m pip install -q --no-deps 'cc1352-flasher==3.0a7'
+	@touch $@
+
 test-fast: deps
 	$(PYTEST) -m "not slow and not netns and not browser and not image"
 
@@ -49,8 +59,24 @@ test: deps
 bench: deps
 	$(PY) -m bench
 
+# The whole appliance on this PC: web UI, mosquitto, the Zigbee service on the emulated coordinator,
+# four simulated Enecsys and three simulated NEP inverters. Prints the URL and password; Ctrl-C stops it.
+demo: deps
+	$(PY) -m appliance demo
+
 lint: deps
 	$(VENV)/bin/ansible-lint ansible/
 
 clean:
 	rm -rf .deps build .pytest_cache
+
+# The SD-card image (as root): build/solargw-<version>-arm64.img.xz + .sha256.
+# Caches (base rootfs, apt archives) in $(SOLARGW_IMAGE_CACHE), outside the repo.
+SOLARGW_IMAGE_CACHE ?= /var/cache/solargw-image
+export SOLARGW_IMAGE_CACHE
+image: deps
+	$(PY) image/build.py
+
+# Boots the image in QEMU (-M virt and -M raspi3b) and checks it from outside.
+test-image: image
+	$(PYTEST) -m image tests/test_image.py tests/test_ansible.py

@@ -1,0 +1,121 @@
+"""``solargw net``: the inverters' access point (dnsmasq, addresses, firewall) and its configs.
+
+  solargw net run                                   the service (systemd unit solargw-net)
+  solargw net render hostapd --output /run/solargw/hostapd.conf
+  solargw net render {dnsmasq,nftables,wpa_supplicant} [--output PATH]
+  solargw net clients                               leases and Wi-Fi stations as JSON
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from appliance import settings as settings_module
+from appliance.cli import CommandError
+from appliance.net import clients, hostapd, wpa
+from appliance.net.addressing import NetConfigError
+from appliance.net.plan import RUN_DIR, RuntimePaths, build, with_interface
+from appliance.net.resolvers import RESOLV_CONF
+
+CONFIGS = ("hostapd", "dnsmasq", "nftables", "wpa_supplicant")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "net", help="the inverters' Wi-Fi access point: DHCP, DNS, firewall, configs",
+        description="Run the access point's network service, render its daemons' configurations, "
+        "or list the connected inverters.",
+    )
+    actions = parser.add_subparsers(dest="net_action", metavar="ACTION", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--settings", type=Path, default=None,
+                         help="settings file (default: $SOLARGW_SETTINGS or /etc/solargw/solargw.toml)")
+        sub.add_argument("--interface", default=None, help="access-point interface (overrides the settings)")
+        sub.add_argument("--run-dir", "--dnsmasq-dir", dest="run_dir", type=Path, default=RUN_DIR,
+                         help=f"where dnsmasq's runtime files go (default {RUN_DIR})")
+        sub.add_argument("--leases", type=Path, default=None,
+                         help="dnsmasq leases file (default <data dir>/dnsmasq.leases)")
+        sub.add_argument("--resolv-conf", type=Path, default=RESOLV_CONF,
+                         help=f"where the LAN's resolvers are read (default {RESOLV_CONF})")
+
+    run_parser = actions.add_parser("run", help="run the service (dnsmasq supervised, in the foreground)")
+    common(run_parser)
+    run_parser.add_argument("--no-firewall", action="store_true",
+                            help="do not load the nftables isolation (development only)")
+    run_parser.add_argument("--dnsmasq", default="dnsmasq", help="dnsmasq binary")
+    run_parser.set_defaults(func=run_service)
+
+    render_parser = actions.add_parser("render", help="print or write a rendered configuration")
+    common(render_parser)
+    render_parser.add_argument("config", choices=CONFIGS)
+    render_parser.add_argument("--output", "-o", type=Path, default=None,
+                               help="write here (atomically, mode 0600) instead of printing")
+    render_parser.set_defaults(func=run_render)
+
+    clients_parser = actions.add_parser("clients", help="print the DHCP leases and Wi-Fi stations as JSON")
+    common(clients_parser)
+    clients_parser.set_defaults(func=run_clients)
+
+
+def _settings(args: argparse.Namespace) -> settings_module.Settings:
+    try:
+        return with_interface(settings_module.load(args.settings), args.interface)
+    except settings_module.SettingsError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _paths(args: argparse.Namespace) -> RuntimePaths:
+    return RuntimePaths(run_dir=args.run_dir, leases=args.leases, resolv_conf=args.resolv_conf)
+
+
+def render_text(config: str, settings: settings_module.Settings, paths: RuntimePaths) -> str:
+    if config == "hostapd":
+        return hostapd.render(settings.access_point)
+    if config == "wpa_supplicant":
+        return wpa.render(settings)
+    plan = build(settings, paths)
+    return plan.dnsmasq_conf if config == "dnsmasq" else plan.ruleset
+
+
+def run_render(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        text = render_text(args.config, settings, _paths(args))
+    except NetConfigError as exc:
+        raise CommandError(str(exc)) from None
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.output.with_name(args.output.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, args.output)
+    except OSError as exc:
+        raise CommandError(f"cannot write {args.output}: {exc.strerror}") from None
+    return 0
+
+
+def run_clients(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    result = clients.clients(_paths(args).leases_for(settings), settings.access_point.interface)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def run_service(args: argparse.Namespace) -> int:
+    from appliance.net.service import NetService
+
+    if os.geteuid() != 0:
+        raise CommandError("net run configures interfaces and runs dnsmasq: it needs root")
+    path = args.settings or settings_module.settings_path()
+    return NetService(
+        Path(path), _paths(args), interface=args.interface,
+        dnsmasq_binary=args.dnsmasq, use_firewall=not args.no_firewall,
+    ).run()

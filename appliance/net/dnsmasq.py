@@ -1,0 +1,205 @@
+"""dnsmasq for the access point: the configuration (pure), its validation, the foreground child.
+
+What the rendered configuration does:
+- DHCP on the access-point subnet only (``dhcp-range`` matches no other interface; LAN interfaces
+  are ``no-dhcp-interface``), authoritative, short leases, a leases file the UI reads.
+- The NEP portal's domains answer with the appliance's address. ``address=`` covers every name in
+  the domain (www.nepviewer.net, nepviewer.net, api.nepviewer.net ...); since dnsmasq 2.86 it only
+  answers A, so ``local=`` keeps AAAA and every other type local instead of forwarding them.
+- Other names go to the LAN's resolvers (``server=``). With none, ``no-resolv`` and no server make
+  dnsmasq answer REFUSED at once: an inverter never waits for a timeout.
+- ``bind-dynamic``: listen on the access point even when it appears after dnsmasq starts.
+  ``except-interface=lo``: ``interface=`` would add loopback too; the appliance's own lookups must
+  not see the override, and a stub resolver on 127.0.0.x must not clash with us.
+- LAN DNS mode also listens on the LAN interfaces; there the portal names answer with the address
+  of the interface the query came in on (``interface-name`` + ``localise-queries``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from appliance.net.addressing import AccessPointPlan, IPAddress
+
+log = logging.getLogger(__name__)
+
+PORTAL_DOMAINS = ("nepviewer.net", "nepviewer.com")
+"""Domains answered with the appliance's address. The inverters post to www.nepviewer.net; the
+portal and its app use user.nepviewer.com, nep.nepviewer.com and api.nepviewer.net."""
+PORTAL_HOSTS = ("www.nepviewer.net", "nepviewer.net")
+"""Names answered per interface in LAN DNS mode (``interface-name`` takes exact names only)."""
+LEASE_TIME = "1h"
+
+
+class DnsmasqConfigError(ValueError):
+    """``dnsmasq --test`` refused a configuration."""
+
+
+def render(
+    plan: AccessPointPlan,
+    *,
+    upstreams: Sequence[IPAddress],
+    leases: Path,
+    pid_file: Path,
+    lan_interfaces: Sequence[str] = (),
+) -> str:
+    """The dnsmasq configuration text for ``plan``."""
+    ap, ip = plan.interface, plan.ip
+    lines = [
+        "# Rendered by solargw (solargw net render dnsmasq); edits are overwritten.",
+        "port=53",
+        "bind-dynamic",
+        f"interface={ap}",
+        "except-interface=lo",
+        "no-hosts",
+        "domain-needed",
+        "bogus-priv",
+        "no-resolv",
+        "no-poll",
+        "log-facility=-",
+        f"pid-file={pid_file}",
+        "",
+        "# The NEP portal is the appliance.",
+        f"address=/{'/'.join(PORTAL_DOMAINS)}/{ip}",
+        f"local=/{'/'.join(PORTAL_DOMAINS)}/",
+    ]
+    if plan.lan_dns_mode and lan_interfaces:
+        lines += ["", "# LAN DNS mode: answer on the LAN too, with the LAN-side address.", "localise-queries"]
+        for lan in lan_interfaces:
+            lines += [f"interface={lan}", f"no-dhcp-interface={lan}"]
+        for host in PORTAL_HOSTS:
+            lines += [f"interface-name={host},{name}/4" for name in (ap, *lan_interfaces)]
+    lines += ["", "# Every other name."]
+    if upstreams:
+        lines += [f"server={server}" for server in upstreams]
+    else:
+        lines.append("# no upstream resolver: other names are refused at once")
+    lines += [
+        "",
+        "# DHCP for the inverters.",
+        f"dhcp-range={plan.dhcp_start},{plan.dhcp_end},{plan.network.netmask},{LEASE_TIME}",
+        "dhcp-authoritative",
+        f"dhcp-leasefile={leases}",
+        f"dhcp-option=option:dns-server,{ip}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def validate(conf: Path, binary: str = "dnsmasq") -> None:
+    """Run ``dnsmasq --test`` on ``conf``; raise ``DnsmasqConfigError`` with dnsmasq's own words."""
+    try:
+        result = subprocess.run(
+            [binary, "--test", f"--conf-file={conf}"],
+            capture_output=True, text=True, timeout=20, check=False,
+        )
+    except FileNotFoundError:
+        raise DnsmasqConfigError(f"{binary} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise DnsmasqConfigError(f"{binary} --test did not finish") from None
+    if result.returncode != 0:
+        message = (result.stderr or result.stdout).strip().splitlines()
+        raise DnsmasqConfigError(message[-1] if message else f"dnsmasq --test exit {result.returncode}")
+
+
+class DnsmasqProcess:
+    """dnsmasq in the foreground as our child, in its own process group (a terminal's Ctrl-C
+    reaches only us; we forward the stop). Its log lines come back through a pipe."""
+
+    def __init__(self, conf: Path, binary: str = "dnsmasq") -> None:
+        self.conf = conf
+        self.binary = binary
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self._partial = b""
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--keep-in-foreground", f"--conf-file={self.conf}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            process_group=0,
+        )
+        os.set_blocking(self.process.stderr.fileno(), False)
+        self.started_at = time.monotonic()
+        self._partial = b""
+        log.info("dnsmasq started (pid %d)", self.process.pid)
+
+    def log_fd(self) -> int | None:
+        if self.process and self.process.stderr and not self.process.stderr.closed:
+            return self.process.stderr.fileno()
+        return None
+
+    def read_log(self) -> list[str]:
+        """Complete log lines dnsmasq wrote since the last call (never blocks)."""
+        if self.log_fd() is None:
+            return []
+        try:
+            chunk = os.read(self.log_fd(), 65536)
+        except BlockingIOError:
+            return []
+        if not chunk:  # end of file: dnsmasq exited (or closed its stderr); stop watching
+            chunk, self._partial = self._partial + b"\n", b""
+            self.process.stderr.close()
+        data = self._partial + chunk
+        *lines, self._partial = data.split(b"\n")
+        return [line.decode(errors="replace").strip() for line in lines if line.strip()]
+
+    def exited(self) -> int | None:
+        """The exit status once it has died (unexpectedly or not), else None."""
+        return self.process.poll() if self.process else None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; reaps the child."""
+        if not self.process:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("dnsmasq ignored SIGTERM; killing it")
+                self.process.kill()
+                self.process.wait()
+        for line in self.read_log():
+            log.info("dnsmasq: %s", line)
+        self.process.stderr.close()
+        self.process = None
+
+
+def reap_stale(pid_file: Path, conf: Path) -> None:
+    """Stop a dnsmasq left behind by an earlier run of ours (it would hold port 53)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return
+    if f"--conf-file={conf}".encode() not in cmdline:
+        return
+    log.warning("stopping a dnsmasq left over from an earlier run (pid %d)", pid)
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            if _gone(pid):
+                return
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only its zombie is left."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")

@@ -1,0 +1,71 @@
+"""Everything ``solargw net`` renders from one version of the settings and the host's state."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.net import dnsmasq, firewall, interface, resolvers
+from appliance.net.addressing import AccessPointPlan, IPAddress, plan
+from appliance.settings import Settings
+
+RUN_DIR = Path("/run/solargw")
+
+
+@dataclass(frozen=True)
+class RuntimePaths:
+    run_dir: Path = RUN_DIR
+    leases: Path | None = None
+    """dnsmasq's leases file; None: ``<data dir>/dnsmasq.leases``."""
+    resolv_conf: Path = resolvers.RESOLV_CONF
+
+    @property
+    def dnsmasq_conf(self) -> Path:
+        return self.run_dir / "dnsmasq.conf"
+
+    @property
+    def dnsmasq_pid(self) -> Path:
+        return self.run_dir / "dnsmasq.pid"
+
+    def leases_for(self, settings: Settings) -> Path:
+        return self.leases or settings.data_dir / "dnsmasq.leases"
+
+
+@dataclass(frozen=True)
+class NetPlan:
+    """One generation of rendered configuration; equal plans need no change on the host."""
+    access_point: AccessPointPlan
+    upstreams: tuple[IPAddress, ...]
+    lan_interfaces: tuple[str, ...]
+    leases: Path
+    dnsmasq_conf: str
+    ruleset: str
+
+
+def with_interface(settings: Settings, name: str | None) -> Settings:
+    """``settings`` with the access point moved to ``name`` (a command-line override)."""
+    if not name:
+        return settings
+    return dataclasses.replace(
+        settings, access_point=dataclasses.replace(settings.access_point, interface=name)
+    )
+
+
+def build(settings: Settings, paths: RuntimePaths) -> NetPlan:
+    """Check the settings and render; raises ``NetConfigError`` naming the bad setting."""
+    ap = plan(settings.access_point)
+    upstreams = tuple(resolvers.upstream_servers(
+        ap.upstream_dns, [*interface.local_addresses(), ap.ip], paths.resolv_conf
+    ))
+    lan = tuple(interface.other_interfaces(ap.interface)) if ap.lan_dns_mode else ()
+    leases = paths.leases_for(settings)
+    return NetPlan(
+        access_point=ap,
+        upstreams=upstreams,
+        lan_interfaces=lan,
+        leases=leases,
+        dnsmasq_conf=dnsmasq.render(
+            ap, upstreams=upstreams, leases=leases, pid_file=paths.dnsmasq_pid, lan_interfaces=lan
+        ),
+        ruleset=firewall.render(ap, firewall.LanPorts.from_settings(settings)),
+    )

@@ -1,0 +1,378 @@
+"""``solargw net run``: keep the access point's address, firewall and dnsmasq in line with the
+settings, and dnsmasq alive.
+
+One loop, one thread. It wakes on a signal (through ``signal.set_wakeup_fd``), on dnsmasq's log
+output, or every second. Then:
+- SIGTERM/SIGINT: stop dnsmasq (SIGTERM, then SIGKILL) and return. The address and the firewall
+  stay in place: the access point must not open up because its service stopped.
+- SIGHUP, a changed settings file (polled every second) or every few seconds: rebuild the plan
+  (which also picks up new LAN resolvers). A new plan is validated whole (settings checks, then
+  ``dnsmasq --test``, then nft) before anything changes; if any step refuses, the old
+  configuration keeps serving and the error is logged once and reported in the status.
+- dnsmasq died: restart it after a backoff (0.5 s doubling to 30 s; reset once it ran 30 s).
+Status (dnsmasq state, leases and stations, last error) goes to the store as ``net``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from appliance import settings as settings_module
+from appliance.net import clients, dnsmasq, firewall, wpa
+from appliance.net.addressing import NetConfigError
+from appliance.net.interface import InterfaceError, ensure_address
+from appliance.net.plan import NetPlan, RuntimePaths, build, with_interface
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+REFRESH_SECONDS = 5.0
+STATUS_HEARTBEAT_SECONDS = 60.0
+FIREWALL_CHECK_SECONDS = 15.0
+BACKOFF_FIRST, BACKOFF_MAX, STABLE_SECONDS = 0.5, 30.0, 30.0
+
+_CONFIG_ERRORS = (settings_module.SettingsError, NetConfigError, dnsmasq.DnsmasqConfigError,
+                  firewall.FirewallError, OSError)
+
+
+class StatusWriter:
+    """Writes the ``net`` status to the store; a store that fails is logged, never fatal."""
+
+    def __init__(self) -> None:
+        self.store: Any = None
+        self.data_dir: Path | None = None
+
+    def write(self, settings: settings_module.Settings | None, status: dict[str, Any]) -> None:
+        if settings is None:
+            return
+        try:
+            if self.store is None or self.data_dir != settings.data_dir:
+                from appliance.store import Store
+
+                self.store, self.data_dir = Store.from_settings(settings), settings.data_dir
+            self.store.set_status("net", status)
+        except Exception as exc:  # the status is for display; the service goes on without it
+            log.warning("cannot write the status to the store: %s", exc)
+            self.store = None
+
+
+class NetService:
+    def __init__(
+        self,
+        settings_path: Path,
+        paths: RuntimePaths,
+        *,
+        interface: str | None = None,
+        dnsmasq_binary: str = "dnsmasq",
+        nft_binary: str = "nft",
+        use_firewall: bool = True,
+    ) -> None:
+        self.settings_path = settings_path
+        self.paths = paths
+        self.interface_override = interface
+        self.dnsmasq_binary = dnsmasq_binary
+        self.nft_binary = nft_binary
+        self.use_firewall = use_firewall
+        self.child = dnsmasq.DnsmasqProcess(paths.dnsmasq_conf, dnsmasq_binary)
+        self.status_writer = StatusWriter()
+
+        self.settings: settings_module.Settings | None = None
+        self.current: NetPlan | None = None
+        self.config_error = ""
+        self.interface_error = ""
+        self.upstream_wifi_error = ""
+        self.firewall_state = "not applied"
+        self.dnsmasq_error = ""
+        self.restarts = 0
+        self.failures = 0
+        self.restart_at: float | None = None
+        self.last_exit: int | None = None
+
+        self._stop_signal: int | None = None
+        self._reload = False
+        self._fingerprint: tuple | None = None
+        self._next_refresh = 0.0
+        self._next_firewall_check = 0.0
+        self._last_status: dict[str, Any] | None = None
+        self._last_status_at = 0.0
+        self._last_log_line = ""
+        self._dirty = True
+
+    # -- signals ---------------------------------------------------------------------------
+    def _install_signals(self) -> int:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd)
+
+        def stop(signum: int, _frame: Any) -> None:
+            self._stop_signal = signum
+
+        def reload(_signum: int, _frame: Any) -> None:
+            self._reload = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the loop when dnsmasq dies
+        return read_fd
+
+    # -- main loop -------------------------------------------------------------------------
+    def run(self) -> int:
+        for noisy in ("pyroute2", "asyncio"):  # netlink chatter would drown the service's log
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        wake_fd = self._install_signals()
+        self.paths.run_dir.mkdir(parents=True, exist_ok=True)
+        dnsmasq.reap_stale(self.paths.dnsmasq_pid, self.paths.dnsmasq_conf)
+        try:
+            while self._stop_signal is None:
+                self._tick()
+                watched = [wake_fd] + ([self.child.log_fd()] if self.child.log_fd() is not None else [])
+                try:
+                    select.select(watched, [], [], self._timeout())
+                except InterruptedError:
+                    pass
+                try:
+                    while os.read(wake_fd, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                self._pump_log()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _timeout(self) -> float:
+        timeout = POLL_SECONDS
+        if self.restart_at is not None:
+            timeout = min(timeout, max(0.0, self.restart_at - time.monotonic()))
+        return timeout
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        fingerprint = self._settings_fingerprint()
+        if self._reload or fingerprint != self._fingerprint or now >= self._next_refresh:
+            if self._reload:
+                log.info("SIGHUP: reloading the settings")
+            self._reload = False
+            self._fingerprint = fingerprint
+            self._next_refresh = now + REFRESH_SECONDS
+            self.reconfigure()
+        self._watch_child(now)
+        if self.use_firewall and self.current and now >= self._next_firewall_check:
+            self._next_firewall_check = now + FIREWALL_CHECK_SECONDS
+            if not firewall.present(self.nft_binary):
+                log.warning("the solargw nftables table disappeared; loading it again")
+                self._apply_firewall(self.current.ruleset)
+        self._write_status()
+
+    def _settings_fingerprint(self) -> tuple | None:
+        try:
+            st = os.stat(self.settings_path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    # -- configuration ---------------------------------------------------------------------
+    def reconfigure(self) -> None:
+        """Build a plan from the settings; apply it if it differs, or keep the old one on error."""
+        try:
+            settings = with_interface(settings_module.load(self.settings_path), self.interface_override)
+            candidate = build(settings, self.paths)
+            if candidate != self.current:
+                self._apply(candidate)
+            self.settings = settings
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the old configuration serves on
+            message = str(exc) if isinstance(exc, _CONFIG_ERRORS) else f"unexpected error: {exc!r}"
+            if not isinstance(exc, _CONFIG_ERRORS):
+                log.exception("while applying the settings")
+            if message != self.config_error:
+                kept = "keeping the previous configuration" if self.current else "not serving yet"
+                log.error("%s (%s)", message, kept)
+            self.config_error = message
+            self._dirty = True
+            return
+        if self.config_error:
+            log.info("configuration accepted again")
+            self.config_error = ""
+            self._dirty = True
+        self._ensure_address(self.current)
+        self._ensure_upstream_wifi(settings)
+
+    def _ensure_upstream_wifi(self, settings: settings_module.Settings) -> None:
+        """The upstream client's virtual interface, so ``wpa_supplicant@<it>`` can start."""
+        up = settings.upstream_wifi
+        if not up.enabled:
+            self.upstream_wifi_error = ""
+            return
+        try:
+            if wpa.ensure_station_interface(settings.access_point.interface, up.interface):
+                log.info("added Wi-Fi client interface %s", up.interface)
+            error = ""
+        except InterfaceError as exc:
+            error = str(exc)
+        if error != self.upstream_wifi_error:
+            if error:
+                log.error("upstream Wi-Fi: %s", error)
+            self.upstream_wifi_error, self._dirty = error, True
+
+    def _apply(self, new: NetPlan) -> None:
+        old = self.current
+        staged = self.paths.dnsmasq_conf.with_name(self.paths.dnsmasq_conf.name + ".new")
+        staged.write_text(new.dnsmasq_conf)
+        try:
+            dnsmasq.validate(staged, self.dnsmasq_binary)
+            if self.use_firewall and (old is None or old.ruleset != new.ruleset):
+                firewall.apply(new.ruleset, self.nft_binary)
+                self.firewall_state = "applied"
+        except Exception:
+            staged.unlink(missing_ok=True)
+            raise
+        new.leases.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, self.paths.dnsmasq_conf)
+        self.current = new
+        self._dirty = True
+        ap = new.access_point
+        if old is None or old.access_point != ap:
+            log.info("access point %s on %s, DHCP %s-%s%s", ap.address, ap.interface, ap.dhcp_start,
+                     ap.dhcp_end, ", LAN DNS mode" if ap.lan_dns_mode else "")
+        if new.upstreams != (old.upstreams if old else None):
+            log.info("other names go to: %s",
+                     ", ".join(map(str, new.upstreams)) or "nobody (answered REFUSED)")
+        self._ensure_address(new)
+        if old is None or old.dnsmasq_conf != new.dnsmasq_conf:
+            self._restart_dnsmasq("configuration changed" if old else "starting")
+
+    def _apply_firewall(self, ruleset: str) -> None:
+        try:
+            firewall.apply(ruleset, self.nft_binary)
+            self.firewall_state = "applied"
+        except firewall.FirewallError as exc:
+            self.firewall_state = f"error: {exc}"
+            log.error("firewall: %s", exc)
+
+    def _ensure_address(self, plan: NetPlan | None) -> None:
+        if plan is None:
+            return
+        try:
+            for change in ensure_address(plan.access_point.interface, plan.access_point.address):
+                log.info("%s", change)
+            self.interface_error = ""
+        except InterfaceError as exc:
+            if str(exc) != self.interface_error:
+                log.warning("%s; dnsmasq will serve it once it appears", exc)
+            self.interface_error = str(exc)
+
+    # -- the dnsmasq child -----------------------------------------------------------------
+    def _restart_dnsmasq(self, reason: str) -> None:
+        if self.child.process is not None:
+            log.info("restarting dnsmasq: %s", reason)
+            self.child.stop()
+        self.failures = 0
+        self.restart_at = None
+        self._start_dnsmasq()
+
+    def _start_dnsmasq(self) -> None:
+        self.dnsmasq_error = ""
+        self._last_log_line = ""
+        self._dirty = True
+        try:
+            self.child.start()
+        except OSError as exc:
+            self.dnsmasq_error = f"cannot start {self.dnsmasq_binary}: {exc.strerror}"
+            log.error("%s", self.dnsmasq_error)
+            self._schedule_restart(time.monotonic(), ran=0.0)
+
+    def _watch_child(self, now: float) -> None:
+        if self.child.process is not None:
+            status = self.child.exited()
+            if status is None:
+                return
+            ran = now - self.child.started_at
+            self._pump_log()
+            self.last_exit = status
+            if status < 0:
+                self.dnsmasq_error = f"dnsmasq was killed by {signal.Signals(-status).name}"
+            else:  # dnsmasq's last words say why (a port in use, a missing interface...)
+                detail = f": {self._last_log_line}" if self._last_log_line else ""
+                self.dnsmasq_error = f"dnsmasq exited with status {status}{detail}"
+            log.error("%s", self.dnsmasq_error)
+            self._dirty = True
+            self.child.stop()
+            self._schedule_restart(now, ran)
+        elif self.restart_at is not None and now >= self.restart_at and self.current is not None:
+            self.restart_at = None
+            self.restarts += 1
+            log.info("starting dnsmasq again (restart %d)", self.restarts)
+            self._start_dnsmasq()
+
+    def _schedule_restart(self, now: float, ran: float) -> None:
+        if ran >= STABLE_SECONDS:
+            self.failures = 0
+        self.failures += 1
+        delay = min(BACKOFF_FIRST * 2 ** (self.failures - 1), BACKOFF_MAX)
+        self.restart_at = now + delay
+        log.info("dnsmasq restarts in %.1f s", delay)
+
+    def _pump_log(self) -> None:
+        for line in self.child.read_log():
+            self._last_log_line = line
+            log.info("dnsmasq: %s", line)
+
+    # -- status and shutdown ---------------------------------------------------------------
+    def status(self, state: str | None = None) -> dict[str, Any]:
+        plan = self.current
+        running = self.child.process is not None and self.child.exited() is None
+        if state is None:
+            state = "running" if running and not self.config_error else (
+                "degraded" if running else "error" if self.current else "waiting")
+        result: dict[str, Any] = {
+            "state": state,
+            "dnsmasq": {"running": running, "pid": self.child.pid if running else None,
+                        "restarts": self.restarts, "last_exit": self.last_exit,
+                        "error": self.dnsmasq_error},
+            "config_error": self.config_error,
+            "interface_error": self.interface_error,
+            "upstream_wifi_error": self.upstream_wifi_error,
+            "firewall": self.firewall_state if self.use_firewall else "disabled",
+        }
+        if plan is not None:
+            ap = plan.access_point
+            result.update(
+                interface=ap.interface,
+                address=str(ap.address),
+                dhcp_range=[str(ap.dhcp_start), str(ap.dhcp_end)],
+                upstream_dns=[str(s) for s in plan.upstreams],
+                lan_dns_mode=ap.lan_dns_mode,
+            )
+            connected = clients.clients(plan.leases, ap.interface)
+            result.update(clients=connected["clients"], stations_note=connected["stations_note"])
+        return result
+
+    def _write_status(self, state: str | None = None) -> None:
+        now = time.monotonic()
+        if state is None and not self._dirty and now < self._last_status_at + REFRESH_SECONDS:
+            return
+        self._dirty = False
+        status = self.status(state)
+        if status == self._last_status and now < self._last_status_at + STATUS_HEARTBEAT_SECONDS:
+            return
+        self._last_status, self._last_status_at = status, now
+        self.status_writer.write(self.settings, status)
+
+    def _shutdown(self) -> None:
+        if self._stop_signal is not None:
+            log.info("%s: stopping dnsmasq", signal.Signals(self._stop_signal).name)
+        self.child.stop()
+        self._write_status("stopped")
+        signal.set_wakeup_fd(-1)
+
+
+def run_service(settings_path: Path, paths: RuntimePaths, **options: Any) -> int:
+    return NetService(settings_path, paths, **options).run()
+
