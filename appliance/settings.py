@@ -68,8 +68,10 @@ class RelaySettings:
     address: str = ""
     """Fixed cloud address; empty: resolve ``host`` through ``resolver``."""
     resolver: str = "1.1.1.1"
-    """Resolver asked for the cloud's real address (never the local override)."""
+    """Resolver asked for the cloud's real address (never the local override); ``addr`` or ``addr:port``."""
     timeout_seconds: float = 5.0
+    port: int = 80
+    """The cloud's HTTP port (the inverters only use 80; other values are for tests)."""
 
 
 @dataclass

@@ -1,0 +1,141 @@
+"""One admin account, a signed session cookie and CSRF tokens for the web UI.
+
+- The password hash lives in ``settings.admin.password_hash`` (werkzeug's
+  scrypt hash). It comes from the first-boot settings, or is set on the first
+  visit when empty: there is no shared default password.
+- Sessions are Flask's signed cookie, keyed by ``settings.admin.secret_key``
+  (generated and saved on first start when empty). A session remembers a
+  fingerprint of the hash, so changing the password logs every other session out.
+- Every state-changing request to a UI blueprint (any method but GET/HEAD/OPTIONS)
+  must carry the session's CSRF token, as the ``csrf_token`` form field or the
+  ``X-CSRF-Token`` header. Machine endpoints (inverter ingest, /metrics,
+  /data.json) are other blueprints and never see this check.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import logging
+import secrets
+from functools import wraps
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, abort, g, redirect, request, session, url_for
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from appliance.settings import Settings, SettingsError, load, save
+from appliance.web.app import services
+
+log = logging.getLogger(__name__)
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class CsrfError(Exception):
+    """A state-changing request without the session's CSRF token."""
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its session key: the stored one, or a new one saved to the settings file."""
+    svc = app.extensions["solargw"]
+    settings: Settings = svc.settings
+    key = settings.admin.secret_key
+    if not key:
+        key = secrets.token_hex(32)
+        if settings.path is not None:
+            try:  # edit the file as it is (never write environment overrides into it)
+                on_disk = load(settings.path, env={})
+                on_disk.admin = dataclasses.replace(on_disk.admin, secret_key=key)
+                save(on_disk, settings.path)
+            except (OSError, SettingsError) as exc:  # sessions then last until the process restarts
+                log.warning("cannot save the new session key to %s: %s", settings.path, exc)
+        svc.settings = dataclasses.replace(settings, admin=dataclasses.replace(settings.admin, secret_key=key))
+        svc.settings.path = settings.path
+    app.secret_key = key
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    app.config.setdefault("PERMANENT_SESSION_LIFETIME", 30 * 24 * 3600)
+
+
+def _fingerprint(password_hash: str) -> str:
+    return password_hash[-16:]
+
+
+def password_is_set() -> bool:
+    return bool(services().settings.admin.password_hash)
+
+
+def logged_in() -> bool:
+    stored = services().settings.admin.password_hash
+    return bool(stored) and hmac.compare_digest(session.get("admin", ""), _fingerprint(stored))
+
+
+def check_password(password: str) -> bool:
+    stored = services().settings.admin.password_hash
+    return bool(stored) and check_password_hash(stored, password)
+
+
+def log_in() -> None:
+    session.clear()  # a fresh session (and CSRF token) after login: no fixation
+    session["admin"] = _fingerprint(services().settings.admin.password_hash)
+    session.permanent = True
+
+
+def log_out() -> None:
+    session.clear()
+
+
+def hash_password(password: str) -> str:
+    return generate_password_hash(password)
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def check_csrf() -> None:
+    if request.method in SAFE_METHODS:
+        return
+    sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
+    expected = session.get("csrf", "")
+    if not expected or not sent or not hmac.compare_digest(sent, expected):
+        raise CsrfError()
+
+
+def safe_next(target: str | None) -> str:
+    """A local path to go back to after login, never another site."""
+    if not target:
+        return url_for("ui.dashboard")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("ui.dashboard")
+    return target
+
+
+def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Pages and actions for the admin only; first visit goes to the password set-up."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not password_is_set():
+            return redirect(url_for("ui.setup", next=request.full_path.rstrip("?")))
+        if not logged_in():
+            if request.method not in SAFE_METHODS or request.accept_mimetypes.best == "application/json":
+                abort(401)
+            return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def protect(bp: Blueprint) -> None:
+    """Install the CSRF check on every request a UI blueprint handles."""
+
+    @bp.before_request
+    def _csrf() -> None:
+        check_csrf()
+        g.csrf_checked = True

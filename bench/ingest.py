@@ -1,0 +1,163 @@
+"""Ingest end to end: ``.venv/bin/python -m bench.ingest [packets] [client-threads]``.
+
+Posts the same realistic 45-byte ``/i.php`` bodies (from the simulator), each on
+a new connection with the inverter's own minimal request, to two receivers
+started side by side in one run:
+
+- ``solargw web``: gunicorn (one worker, gthread), Flask, full decode, SQLite
+  store (latest, history, energy ledger, counters), the timestamp reply;
+- a minimal stdlib ``http.server`` doing only the seed server's work: the
+  serial from bytes 19-22 and byte 26 times 3.19 into a dict, then a reply.
+
+Prints packets per second (wall clock, client side) and CPU milliseconds per
+packet (user + system time of the server's whole process tree, from /proc),
+and the ratio between the two. Run on a quiet machine: numbers move with load.
+"""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+from appliance import nepsim
+
+ROOT = Path(__file__).resolve().parents[1]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- the seed-like receiver (run in its own process: ``python -m bench.ingest --seed-server``) ---
+
+class SeedHandler(BaseHTTPRequestHandler):
+    latest: dict[str, tuple[float, float]] = {}
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if len(body) > 26:
+            serial = body[19:23][::-1].hex()
+            self.latest[serial] = (time.time(), body[26] * 3.19)
+        reply = datetime.now().strftime("%Y%m%d%H%M%S").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def serve_seed() -> None:
+    server = HTTPServer(("127.0.0.1", 0), SeedHandler)
+    print(f"listening on http://127.0.0.1:{server.server_address[1]}/", flush=True)
+    server.serve_forever()
+
+
+# --- measuring ------------------------------------------------------------------------------------
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of ``root`` and all its descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        times[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    total, stack = 0.0, [root]
+    while stack:
+        pid = stack.pop()
+        total += times.get(pid, 0.0)
+        stack.extend(child for child, parent in parents.items() if parent == pid)
+    return total
+
+
+def blast(url: str, bodies: list[bytes], threads: int) -> float:
+    """Post every body (new connection each) from ``threads`` clients; returns wall seconds."""
+    chunks = [bodies[i::threads] for i in range(threads)]
+    failures: list[str] = []
+
+    def client(part: list[bytes]) -> None:
+        for body in part:
+            reply = nepsim.post(url, "/i.php", body)
+            if reply.status != 200 or len(reply.body) != 14:
+                failures.append(f"{reply.status} {reply.body[:40]!r}")
+
+    workers = [threading.Thread(target=client, args=(part,)) for part in chunks]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise SystemExit(f"{len(failures)} bad replies, e.g. {failures[0]}")
+    return elapsed
+
+
+def measure(name: str, pid: int, url: str, bodies: list[bytes], threads: int) -> tuple[float, float]:
+    blast(url, bodies[: max(20, len(bodies) // 10)], threads)  # warm up (imports, first SQLite pages)
+    cpu_before = tree_cpu_seconds(pid)
+    elapsed = blast(url, bodies, threads)
+    cpu = tree_cpu_seconds(pid) - cpu_before
+    rate, cpu_ms = len(bodies) / elapsed, 1000 * cpu / len(bodies)
+    print(f"  {name:<32} {rate:10.0f} {cpu_ms:14.3f}", flush=True)
+    return rate, cpu_ms
+
+
+def start(argv: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               cwd=ROOT, env=env)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "listening on " in line:
+            return process, line.split("listening on ", 1)[1].strip()
+    raise SystemExit(f"{argv[2:]} did not start")
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--seed-server"]:
+        serve_seed()
+        return
+    packets = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    threads = int(sys.argv[2]) if len(sys.argv) > 2 else 4
+    fleet = nepsim.make_fleet(50, ["bdm400", "bdm800"], seed=4)
+    noon = datetime.now().replace(hour=12, minute=0)
+    rng = random.Random(4)
+    bodies = [fleet[i % len(fleet)].packet(noon, rng) for i in range(packets)]
+    print(f"ingest: {packets} POSTs of 45-byte /i.php bodies from {len(fleet)} simulated inverters, "
+          f"{threads} client threads, a new connection per POST (as inverters do); {os.cpu_count()} CPUs")
+    print(f"  {'receiver':<32} {'packets/s':>10} {'CPU ms/packet':>14}")
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Path(tmp) / "solargw.toml"
+        settings.write_text(f'[data]\ndir = "{tmp}/data"\n[mqtt]\nenabled = false\n'
+                            f'[admin]\nsecret_key = "bench"\n')
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
+        web, web_url = start([sys.executable, "-m", "appliance", "web", "--settings", str(settings),
+                              "--bind", "127.0.0.1:0"], env)
+        seed, seed_url = start([sys.executable, "-m", "bench.ingest", "--seed-server"])
+        try:
+            time.sleep(1.0)
+            ours = measure("solargw web (gunicorn, SQLite)", web.pid, web_url, bodies, threads)
+            base = measure("seed-like stdlib http.server", seed.pid, seed_url, bodies, threads)
+        finally:
+            for process in (web, seed):
+                process.terminate()
+                process.wait(15)
+    print(f"  {'ratio solargw / seed':<32} {ours[0] / base[0]:10.2f} {ours[1] / base[1]:14.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""``solargw demo`` (what ``make demo`` runs): seven live inverters within a minute, Ctrl-C stops everything."""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.slow
+
+
+def _closed(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return False
+    except OSError:
+        return True
+
+
+def test_demo_shows_seven_live_inverters_and_stops_cleanly(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    demo = subprocess.Popen([sys.executable, "-m", "appliance", "demo", "--port", "0", "--dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: queue.Queue[str] = queue.Queue()
+    output: list[str] = []
+    threading.Thread(target=lambda: [lines.put(line) for line in demo.stdout], daemon=True).start()
+    started = time.monotonic()
+    url = password = mqtt_port = None
+    try:
+        while url is None or password is None:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                assert demo.poll() is None, "demo exited:\n" + "".join(output)
+                assert time.monotonic() - started < 90, "demo did not print its URL:\n" + "".join(output)
+                continue
+            output.append(line)
+            if match := re.search(r"mqtt://127\.0\.0\.1:(\d+)", line):
+                mqtt_port = int(match.group(1))
+            if match := re.search(r"Open (http://\S+?)/? .*password: (\S+)\)", line):
+                url, password = match.group(1).rstrip("/"), match.group(2)
+        ready_at = time.monotonic()
+
+        serials: dict[str, dict] = {}
+        while time.monotonic() - ready_at < 60 and len(serials) < 7:
+            serials = requests.get(url + "/data.json", timeout=5).json()
+            time.sleep(1)
+        log = (tmp_path / "solargw.log").read_text(errors="replace")
+        assert len(serials) == 7, f"{len(serials)} inverters after a minute: {sorted(serials)}\n{log[-3000:]}"
+        cards = requests.get(url + "/ui-api/cards", timeout=5).json()["inverters"]
+        assert sorted(c["family"] for c in cards) == ["enecsys"] * 4 + ["nep"] * 3
+        nep_models = {c["model"] for c in cards if c["family"] == "nep"}
+        assert len(nep_models) == 3, nep_models
+        assert all(c["online"] for c in cards)
+
+        # the printed password logs in
+        session = requests.Session()
+        page = session.get(url + "/login", timeout=5).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        reply = session.post(url + "/login", data={"csrf_token": token, "password": password}, allow_redirects=False,
+                             timeout=5)
+        assert reply.status_code == 302
+        assert session.get(url + "/settings", allow_redirects=False, timeout=5).status_code == 200
+    finally:
+        if demo.poll() is None:
+            demo.send_signal(signal.SIGINT)  # what Ctrl-C does
+        code = demo.wait(60)
+    assert code == 0, "".join(output)
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    assert _closed(host, int(port)), "the web service is still listening after Ctrl-C"
+    assert mqtt_port and _closed("127.0.0.1", mqtt_port), "mosquitto is still listening after Ctrl-C"
