@@ -2,6 +2,7 @@
 import multiprocessing
 import sqlite3
 import time
+from datetime import date, datetime
 
 import pytest
 
@@ -9,7 +10,8 @@ from appliance.pipeline import Pipeline
 from appliance.store import REJECTED_KEPT, Store
 from factories import enecsys_reading, nep_reading
 
-T0 = time.time() - 3600
+# An hour ago, but never before today's local midnight: "energy today" must see these readings.
+T0 = max(time.time() - 3600, datetime.combine(date.today(), datetime.min.time()).timestamp() + 1)
 
 
 @pytest.fixture
@@ -122,9 +124,9 @@ def test_history_is_thinned_then_dropped(tmp_path):
 
 
 def test_energy_per_day(store):
-    store.record(nep_reading(today_wh=100.0, timestamp=time.time() - 600))
-    store.record(enecsys_reading(lifetime_wh=5000.0, timestamp=time.time() - 600))
-    store.record(enecsys_reading(lifetime_wh=5040.0, timestamp=time.time() - 300))
+    store.record(nep_reading(today_wh=100.0, timestamp=T0))
+    store.record(enecsys_reading(lifetime_wh=5000.0, timestamp=T0))
+    store.record(enecsys_reading(lifetime_wh=5040.0, timestamp=T0 + 60))
     (day, wh), = store.energy_per_day()
     assert wh == 140.0
     assert store.energy_per_day("100095471")[0][1] == 40.0
