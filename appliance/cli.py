@@ -15,6 +15,13 @@ from appliance import __version__
 
 COMMAND_MODULES = (
     "decode",
+    "firmware",
+    "firstboot",
+    "net",
+    "web",
+    "simulate",
+    "zigbee",
+    "demo",
 )
 
 

@@ -63,6 +63,7 @@ class RecordingPublisher:
 
     def __init__(self, fail: bool = False):
         self.published: list = []
+        self.statuses: list = []
         self.fail = fail
 
     def publish(self, recorded) -> None:
@@ -70,7 +71,9 @@ class RecordingPublisher:
         if self.fail:
             raise RuntimeError("broker exploded")
 
-    def publish_status(self, status) -> None: ...
+    def publish_status(self, status) -> None:
+        self.statuses.append(dict(status))
+
     def remove(self, serial) -> None: ...
     def close(self) -> None: ...
 
@@ -188,6 +191,15 @@ def test_the_publisher_gets_every_recorded_reading_and_its_failure_loses_nothing
     post(client, "/i.php", GARBAGE["wrong checksum"])
     assert [r.reading.serial for r in publisher.published] == ["12345678"]
     assert "12345678" in store.latest()
+
+
+def test_appliance_status_goes_to_home_assistant_at_most_once_a_minute(settings, store):
+    publisher = RecordingPublisher()
+    client = create_app(settings, store, publisher=publisher).test_client()
+    store.set_status("net", {"state": "running"})
+    post(client, "/i.php", BDM400)
+    post(client, "/i.php", bytes.fromhex(NEP_BDM800["hex"]))
+    assert publisher.statuses == [{"inverters": 1, "wifi": "running"}]
 
 
 def test_timestamp_reply_orders_year_month_day():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from appliance.store import Store
 
 log = logging.getLogger(__name__)
+
+STATUS_INTERVAL_SECONDS = 60
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Services:
     _relay: Any = None
     _pid: int = 0
     _injected_publisher: Any = None
+    _status_reported: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _fresh(self) -> None:
@@ -95,6 +99,22 @@ class Services:
 
                 self._relay = Relay(self.settings.relay, self.store, own_ports=[self.settings.web.port])
             return self._relay
+
+    def report_status(self, now: float | None = None) -> None:
+        """Tell Home Assistant's appliance device what this side knows (all inverters, the
+        access point), at most once a minute: called after each ingested report."""
+        now = time.time() if now is None else now
+        if now - self._status_reported < STATUS_INTERVAL_SECONDS:
+            return
+        self._status_reported = now
+        publisher = self.publisher
+        if publisher is None:
+            return
+        net = self.store.status().get("net")
+        publisher.publish_status({
+            "inverters": len(self.store.inverters()),
+            "wifi": net[1].get("state", "unknown") if net else "not running",
+        })
 
     def apply_settings(self, new: Settings) -> None:
         """Use ``new`` from now on: the publisher and relay are made again if their sections changed."""

@@ -110,3 +110,4 @@ def _ingest(body: bytes | None, path: str, received: float) -> None:
         relay.note_port(request.environ.get("SERVER_PORT"))
         relay.submit(path, body)
     pipeline.handle(reading, source=source)
+    svc.report_status()

@@ -1,0 +1,162 @@
+"""``solargw simulate FAMILY``: simulated inverters for demos and tests, one sub-command per family.
+
+Each family registers its own sub-parser in :data:`FAMILIES` (``register_<family>``).
+"""
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+
+from appliance.cli import CommandError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("simulate", help="run simulated inverters (demo, tests)",
+                                   description="Run simulated inverters of one family.")
+    families = parser.add_subparsers(dest="family", metavar="FAMILY", required=True)
+    for register_family in FAMILIES:
+        register_family(families)
+
+
+# --- NEP ------------------------------------------------------------------------------------
+
+def _time_of_day(text: str) -> datetime:
+    try:
+        clock = datetime.strptime(text, "%H:%M").time()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HH:MM") from None
+    return datetime.combine(datetime.now().date(), clock)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+    return value
+
+
+def register_nep(families: argparse._SubParsersAction) -> None:
+    from appliance.nepsim import RATED_W
+
+    parser = families.add_parser(
+        "nep", help="NEP Wi-Fi inverters posting /i.php and /t.php",
+        description="Simulated NEP inverters posting real packets to the collector: a day curve, "
+                    "0 W at dawn and dusk, silence at night, the daily counter restarting at dawn.",
+    )
+    parser.add_argument("--url", default="http://127.0.0.1/", help="collector base URL (default: %(default)s)")
+    parser.add_argument("--inverters", type=int, default=3, help="how many inverters (default: %(default)s)")
+    parser.add_argument("--models", default="bdm400,bdm800,bdm1200",
+                        help=f"comma-separated models, used in turn ({', '.join(RATED_W)}; default: %(default)s)")
+    parser.add_argument("--interval", type=_positive, default=5.0,
+                        help="seconds between rounds of posts (default: %(default)s)")
+    parser.add_argument("--speed", type=_positive, default=1.0,
+                        help="simulated seconds per real second (e.g. 600 shows a day in ~2 minutes)")
+    parser.add_argument("--start", type=_time_of_day, metavar="HH:MM",
+                        help="simulated time of day to start at (default: now)")
+    parser.add_argument("--rounds", type=int, help="stop after this many rounds (default: run until Ctrl-C)")
+    parser.add_argument("--seed", type=int, default=1, help="serials and noise seed (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="print only the summary")
+    parser.set_defaults(func=run_nep)
+
+
+def run_nep(args: argparse.Namespace) -> int:
+    from appliance import nepsim
+
+    if args.inverters < 1:
+        raise CommandError("--inverters must be at least 1")
+    models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
+    try:
+        fleet = nepsim.make_fleet(args.inverters, models, seed=args.seed)
+        nepsim.post_url_check(args.url)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    for inverter in fleet:
+        print(f"inverter {inverter.serial} {inverter.model} posts {inverter.path}", flush=True)
+    clock = nepsim.SimClock(args.start, args.speed)
+    report = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
+    try:
+        ok, failed = nepsim.run(args.url, fleet, interval=args.interval, clock=clock, rounds=args.rounds,
+                                seed=args.seed, report=report)
+    except KeyboardInterrupt:
+        return 130
+    print(f"{ok} posts answered with the time, {failed} failed", flush=True)
+    return 0 if failed == 0 else 1
+
+
+# --- Enecsys --------------------------------------------------------------------------------
+
+def register_enecsys(families: argparse._SubParsersAction) -> None:
+    parser = families.add_parser(
+        "enecsys", help="an emulated Z-Stack coordinator with Enecsys inverters behind it",
+        description="Run an emulated Z-Stack coordinator on a TCP port with simulated Enecsys inverters: "
+                    "point the Zigbee service at the socket:// URL it prints ([zigbee] device or "
+                    "`solargw zigbee --device URL`). The inverters join once the service has formed the "
+                    "Enecsys network, wait for its handshake reply, then report.",
+    )
+    parser.add_argument("--inverters", type=int, default=3, help="how many inverters (default: %(default)s)")
+    parser.add_argument("--interval", type=_positive, default=60.0,
+                        help="seconds between an inverter's reports (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--speed", type=_positive, default=1.0,
+                        help="simulated seconds per real second for the day curve (default: %(default)s)")
+    parser.add_argument("--start", type=_time_of_day, metavar="HH:MM",
+                        help="simulated time of day to start at (default: now)")
+    parser.add_argument("--stock-firmware", action="store_true",
+                        help="emulate a stick without the Enecsys trust-center key (inverters fail to join)")
+    parser.set_defaults(func=run_enecsys)
+
+
+def run_enecsys(args: argparse.Namespace) -> int:
+    import asyncio
+
+    if args.inverters < 0:
+        raise CommandError("--inverters must not be negative")
+    if not 0 <= args.port < 65536:
+        raise CommandError(f"--port {args.port} is not a port number")
+    try:
+        return asyncio.run(_simulate_enecsys(args))
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+
+
+async def _simulate_enecsys(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from appliance.zigbee.emulator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator
+    from appliance.zigbee.inverters import DayCurve, InverterFleet
+
+    start = args.start or datetime.now()
+    curve = DayCurve(start_hour=start.hour + start.minute / 60, time_scale=args.speed)
+    options = {"tc_link_key": DEFAULT_TC_LINK_KEY} if args.stock_firmware else {}
+    emulator = CoordinatorEmulator(**options)
+    url = await emulator.start(args.host, args.port)
+    fleet = InverterFleet(emulator, InverterFleet.default_serials(args.inverters), interval=args.interval,
+                          curve=curve)
+    print(url, flush=True)
+    for inverter in fleet.inverters:
+        print(f"inverter {inverter.serial} (IEEE {inverter.ieee:016x}) waits for PAN 0x02AA", flush=True)
+    if curve.fraction() <= 0:
+        print(f"it is night at the simulated time ({start:%H:%M}): the inverters stay silent until 06:00 "
+              "(use --start 12:00 or a larger --speed)", flush=True)
+    fleet.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await fleet.stop()
+    await emulator.stop()
+    for inverter in fleet.inverters:
+        s = inverter.stats
+        print(f"inverter {inverter.serial}: {s.joins} joins, {s.handshake_replies} handshake replies, "
+              f"{s.reports_sent} reports, {s.alarms_sent} alarms", flush=True)
+    return 0
+
+
+FAMILIES = [register_nep, register_enecsys]
+"""One ``register_<family>(families_subparsers)`` per inverter family."""

@@ -1,0 +1,63 @@
+"""``solargw zigbee``: the Enecsys Zigbee service (runs until stopped; systemd unit ``solargw-zigbee``)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from appliance.cli import CommandError
+from appliance.settings import SettingsError, load
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "zigbee", help="run the Enecsys Zigbee service",
+        description="Drive the Zigbee coordinator stick (settings [zigbee] device: auto, a serial path or "
+                    "socket://host:port), keep the Enecsys network open, answer the inverters' handshakes "
+                    "and record their reports.")
+    parser.add_argument("--device", help="override [zigbee] device for this run")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load()
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
+    if args.device:
+        settings.zigbee.device = args.device
+    if not settings.zigbee.enabled:
+        log.info("the Zigbee service is disabled in the settings ([zigbee] enabled = false)")
+        return 0
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings) -> int:
+    from appliance.mqtt import make_publisher
+    from appliance.store import Store
+    from appliance.zigbee.service import ZigbeeService, check_settings
+
+    try:
+        check_settings(settings)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+    try:
+        store = Store.from_settings(settings)
+    except OSError as exc:
+        raise CommandError(f"cannot open the data directory {settings.data_dir}: {exc}") from None
+    publisher = make_publisher(settings, service="zigbee", store=store)
+    service = ZigbeeService(settings, store, publisher)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, service.stop)
+    try:
+        await service.run()
+    finally:
+        if publisher is not None:
+            publisher.close()
+        store.close()
+    return 0

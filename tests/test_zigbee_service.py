@@ -1,0 +1,307 @@
+"""The Zigbee service end to end: the real service (zigpy-znp) against the emulated coordinator,
+simulated Enecsys inverters, the real store and a real mosquitto."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tomli_w
+from zigpy_znp.types.nvids import OsalNvIds
+
+from appliance.mqtt import make_publisher
+from appliance.protocols import enecsys
+from appliance.settings import from_dict
+from appliance.store import Store
+from appliance.zigbee.emulator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator
+from appliance.zigbee.inverters import DayCurve, ForeignDevice, InverterFleet
+from appliance.zigbee.service import ZigbeeService
+from brokers import free_port, mosquitto
+
+SERIALS = [100095471, 100012445, 100048236, 100048590]
+
+
+async def until(predicate, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def service_settings(tmp_path: Path, device: str, broker=None, channel: int = 13):
+    data = {
+        "data": {"dir": str(tmp_path / "data")},
+        "zigbee": {"device": device, "channel": channel, "telemetry_json": str(tmp_path / "telemetry.json")},
+        "mqtt": {"enabled": False},
+    }
+    if broker is not None:
+        data["mqtt"] = {"enabled": True, "host": broker.host, "port": broker.port}
+    return data
+
+
+def fleet_for(emu, serials=SERIALS, **options) -> InverterFleet:
+    options = {"interval": 0.3, "handshake_timeout": 2.0, "retry_delay": 0.3, "alarm_probability": 0.0,
+               "curve": DayCurve(start_hour=12), **options}
+    return InverterFleet(emu, serials, **options)
+
+
+@pytest.mark.slow
+def test_inverters_handshake_report_to_store_and_mqtt_and_junk_is_counted(tmp_path):
+    async def scenario(broker, log):
+        emu = CoordinatorEmulator()
+        await emu.start()
+        settings = from_dict(service_settings(tmp_path, emu.url, broker))
+        store = Store.from_settings(settings)
+        publisher = make_publisher(settings, service="zigbee")
+        service = ZigbeeService(settings, store, publisher, status_seconds=0.2, permit_renew_seconds=1.0)
+        fleet = fleet_for(emu)
+        fleet.start()
+        running = asyncio.create_task(service.run())
+        await until(fleet.reporting, 20, "every inverter to get its handshake reply")
+
+        # each inverter got its reply quickly (measured on the inverter's side of the air)
+        latencies = fleet.latencies()
+        assert len(latencies) == len(SERIALS)
+        assert max(latencies) < 0.5, latencies
+        assert all(i.stats.handshake_timeouts == 0 for i in fleet.inverters)
+
+        # the network the service asked for, seen from the stick
+        assert (emu.pan_id, emu.channel, emu.stack_profile) == (0x02AA, 13, 0)
+        assert emu.extended_pan_id == bytes.fromhex("d37339d4cb1c60bb")[::-1]
+        assert emu.nv_get(OsalNvIds.STACK_PROFILE) == b"\x00"
+        writes = [i for i, e in enumerate(emu.events) if e.name == "nv_write"
+                  and e.detail["nvid"] == OsalNvIds.STACK_PROFILE and e.detail["value"] == b"\x00"]
+        resets = [i for i, e in enumerate(emu.events) if e.name == "reset"]
+        assert writes and any(r > writes[0] for r in resets), "stack profile written, then the stick reset"
+        assert emu.permit_join and emu.events_named("permit_join")[-1].detail["duration"] == 254
+        # the replies on the air: APS unicast from endpoint 1 with the Enecsys profile, a valid checksum
+        replies = [e.detail for e in emu.events_named("af_data_request") if e.detail["cluster"] == 0x0057]
+        assert len(replies) == len(SERIALS)
+        for reply in replies:
+            assert (reply["profile"], reply["src_ep"], reply["dst_ep"], reply["ack"]) == (0xC00F, 1, 1, True)
+            assert enecsys.classify(reply["data"]) == enecsys.FrameKind.HANDSHAKE_REPLY
+            assert enecsys.checksum_ok(reply["data"]) and reply["data"][2:10] == emu.ieee.to_bytes(8, "little")
+
+        # reports reach the store and the broker
+        await until(lambda: len(store.latest()) == len(SERIALS), 10, "a report of every inverter in the store")
+        for serial in map(str, SERIALS):
+            latest = store.latest()[serial]
+            assert latest.fields["ac_power_w"] > 0 and latest.kind == "report"
+            log.wait(f"solargw/inverter/{serial}/state", lambda m: json.loads(m.payload).get("ac_power_w"), 10)
+            assert store.inverter(serial).model == "WSI-00003"
+
+        # junk: a bad checksum and a foreign device's frames are counted and dropped
+        before = store.inverter(str(SERIALS[0])).lifetime_wh
+        rejected_before = len(store.rejected())
+        corrupt = fleet.inverters[0].send_corrupt_report()
+        truncated = bytes.fromhex("5700ef55f705009ac6342101")
+        fleet.inverters[1].send(truncated)
+        foreign = ForeignDevice(emu)
+        foreign.join()
+        foreign.send_zcl()
+        foreign.send_on_enecsys_cluster()
+        await until(lambda: store.counters().get(("frames_ignored", "enecsys"), 0) >= 2, 5, "ignored frames")
+        await until(lambda: len(store.rejected()) > rejected_before, 5, "the rejected frame")
+        assert any(r.frame_hex == corrupt.hex() and "checksum" in r.reason for r in store.rejected())
+        await until(lambda: any(r.frame_hex == truncated.hex() for r in store.rejected()), 5, "the malformed frame")
+        assert store.inverter(str(SERIALS[0])).lifetime_wh >= before  # nothing went backwards
+
+        # status for the web UI and the seed-compatible telemetry.json
+        await until(lambda: len(store.status()["zigbee"][1]["joined_inverters"]) == len(SERIALS), 5, "status")
+        status = store.status()["zigbee"][1]
+        assert status["connected"] and status["state"] == "running"
+        assert (status["pan_id"], status["channel"], status["firmware"]) == ("0x02AA", 13, "Z-Stack 20220219")
+        telemetry = json.loads((tmp_path / "telemetry.json").read_text())
+        entry = telemetry["ef55f705009ac634"]
+        assert entry["serial"] == "100095471" and entry["mac"] == "34c69a0005f755ef"
+        assert entry["lifetime_wh"] == entry["kwh"] * 1000 + entry["wh"]
+        # permit-join is renewed before it lapses (every second here)
+        opened = lambda: [e for e in emu.events_named("permit_join") if e.detail["duration"] == 254]  # noqa: E731
+        await until(lambda: len(opened()) >= 3, 5, "permit-join renewals")
+        assert emu.events_named("permit_join")[-1].detail["duration"] == 254 and emu.permit_join
+
+        service.stop()
+        await asyncio.wait_for(running, 10)
+        await fleet.stop()
+        await emu.stop()
+        publisher.close()
+
+    with mosquitto() as broker, broker.subscribe("solargw/#") as log:
+        asyncio.run(scenario(broker, log))
+
+
+@pytest.mark.slow
+def test_no_stick_then_stick_then_dropped_link(tmp_path):
+    async def scenario():
+        port = free_port()
+        settings = from_dict(service_settings(tmp_path, f"socket://127.0.0.1:{port}"))
+        store = Store.from_settings(settings)
+        service = ZigbeeService(settings, store, status_seconds=0.2, max_backoff=1.0)
+        running = asyncio.create_task(service.run())
+        # nothing listens yet: the service stays up, says so and retries
+        await until(lambda: service.status["state"] == "error" and service.status["reconnects"] >= 1, 10,
+                    "a failed connection")
+        assert "cannot talk to the stick" in store.status()["zigbee"][1]["last_error"]
+        assert not running.done()
+
+        emu = CoordinatorEmulator()
+        await emu.start(port=port)
+        fleet = fleet_for(emu, SERIALS[:2])
+        fleet.start()
+        def recorded() -> int:
+            return store.counters().get(("readings_recorded", "enecsys"), 0)
+
+        await until(lambda: fleet.reporting() and recorded() > 0, 20, "reports after the stick appeared")
+        before = recorded()
+
+        emu.drop_connections()  # the link dies; the stick reset on reconnect makes the inverters rejoin
+        await until(lambda: service.status["state"] != "running", 10, "the service to notice")
+        await until(lambda: len(emu.events_named("host_connected")) >= 2 and service.status["state"] == "running",
+                    15, "the reconnection")
+        await until(lambda: sum(i.stats.handshake_replies for i in fleet.inverters) >= 4, 15, "new handshakes")
+        await until(lambda: recorded() > before + 2, 10, "new reports")
+        assert len(emu.events_named("formed")) == 1  # the network survived: not formed again
+        await fleet.stop()
+        await emu.stop()
+
+        # a new, blank stick on the same port: formed from the settings, not from zigpy's database
+        fresh = CoordinatorEmulator(ieee=0x00124B0011223344)
+        await fresh.start(port=port)
+        fleet = fleet_for(fresh, SERIALS[2:3])
+        fleet.start()
+        await until(fleet.reporting, 30, "reports through the new stick")
+        assert (fresh.pan_id, fresh.channel, fresh.stack_profile) == (0x02AA, 13, 0)
+        assert store.status()["zigbee"][1]["coordinator_ieee"] == "00:12:4b:00:11:22:33:44"
+
+        service.stop()
+        await asyncio.wait_for(running, 10)
+        await fleet.stop()
+        await fresh.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_stock_firmware_is_diagnosed(tmp_path):
+    async def scenario():
+        emu = CoordinatorEmulator(tc_link_key=DEFAULT_TC_LINK_KEY)
+        await emu.start()
+        settings = from_dict(service_settings(tmp_path, emu.url))
+        store = Store.from_settings(settings)
+        service = ZigbeeService(settings, store, status_seconds=0.1, join_watch_seconds=0.5)
+        fleet = fleet_for(emu, SERIALS[:2])
+        fleet.start()
+        running = asyncio.create_task(service.run())
+        await until(lambda: service.status.get("firmware_warning"), 15, "the firmware diagnosis")
+        assert "ENCSYS-SOLAR-NET" in store.status()["zigbee"][1]["firmware_warning"]
+        assert not store.latest()
+        service.stop()
+        await asyncio.wait_for(running, 10)
+        await fleet.stop()
+        await emu.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_subprocess_service_restarts_without_duplicating_energy(tmp_path):
+    """``solargw zigbee`` as a real process; a restart must not count energy twice."""
+    async def scenario(broker, log):
+        emu = CoordinatorEmulator()
+        await emu.start()
+        settings_file = tmp_path / "solargw.toml"
+        settings_file.write_text(tomli_w.dumps(service_settings(tmp_path, emu.url, broker)))
+        env = {**os.environ, "SOLARGW_SETTINGS": str(settings_file), "SOLARGW_DATA_DIR": str(tmp_path / "data")}
+        solargw = str(Path(sys.executable).with_name("solargw"))
+        fleet = fleet_for(emu, SERIALS[:3])
+        fleet.start()
+        store = Store(tmp_path / "data")
+
+        async def start_service():
+            return await asyncio.create_subprocess_exec(solargw, "zigbee", env=env, stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.STDOUT)
+
+        async def stop_service(process) -> str:
+            process.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.wait_for(process.communicate(), 20)
+            assert process.returncode == 0, output.decode()
+            return output.decode()
+
+        def ledger() -> dict[str, float]:
+            return {i.serial: i.lifetime_wh for i in store.inverters()}
+
+        process = await start_service()
+        await until(lambda: len(store.latest()) == 3, 30, "reports through the subprocess")
+        await until(lambda: all(v > 0 for v in ledger().values()), 5, "the ledger")
+        for serial in map(str, SERIALS[:3]):
+            log.wait(f"solargw/inverter/{serial}/state", timeout=10)
+        first_output = await stop_service(process)
+        assert "Zigbee network up" in first_output and "PAN 0x02AA" in first_output
+        assert "handshake reply sent" in first_output
+
+        # clouds: no power, so the counters stop growing and every report after the restart repeats them
+        for inverter in fleet.inverters:
+            inverter.peak_w = 0
+        await asyncio.sleep(0.5)
+        before = ledger()
+        today_before = sum(wh for _day, wh in store.energy_per_day())
+        restarted_at = time.time()
+        formed = len(emu.events_named("formed"))
+        profile_writes = len([e for e in emu.events_named("nv_write") if e.detail["nvid"] == OsalNvIds.STACK_PROFILE])
+
+        process = await start_service()
+        await until(lambda: all(r.timestamp > restarted_at + 0.5 for r in store.latest().values()), 30,
+                    "reports after the restart")
+        await asyncio.sleep(1.0)
+        assert ledger() == before
+        assert sum(wh for _day, wh in store.energy_per_day()) == pytest.approx(today_before)
+        # the restart found the network and the stack profile right: verified, not rewritten
+        assert len(emu.events_named("formed")) == formed
+        assert len([e for e in emu.events_named("nv_write")
+                    if e.detail["nvid"] == OsalNvIds.STACK_PROFILE]) == profile_writes
+        await stop_service(process)
+        await fleet.stop()
+        await emu.stop()
+
+    with mosquitto() as broker, broker.subscribe("solargw/#") as log:
+        asyncio.run(scenario(broker, log))
+
+
+def test_auto_detection_finds_the_sonoff_dongle(tmp_path):
+    from appliance.zigbee import device
+
+    assert device.resolve("auto", tmp_path / "missing") is None
+    assert device.resolve("socket://10.0.0.2:6638", tmp_path) == "socket://10.0.0.2:6638"
+    (tmp_path / "usb-Some_Mouse-if00").touch()
+    assert device.resolve("auto", tmp_path) is None
+    sonoff = tmp_path / "usb-ITead_Sonoff_Zigbee_3.0_USB_Dongle_Plus_a4b3e1d2c3f2ed11-if00-port0"
+    sonoff.touch()
+    assert device.resolve("auto", tmp_path) == str(sonoff)
+    assert device.resolve("", tmp_path) == str(sonoff)
+
+
+def test_telemetry_json_has_the_seed_shape_and_is_replaced_atomically(tmp_path):
+    from appliance.protocols import enecsys
+    from appliance.zigbee.telemetry import TelemetryFile
+
+    path = tmp_path / "telemetry.json"
+    path.write_text('{"9d11f605009ac634": {"serial": "100012445"}}')
+    telemetry = TelemetryFile(path)
+    frame = bytes.fromhex("5700ef55f705009ac63421010000000214300388000034002c034e3100f32002030543000049")
+    assert telemetry.update(enecsys.decode(frame, received_at=0))
+    data = json.loads(path.read_text())
+    assert data["9d11f605009ac634"] == {"serial": "100012445"}  # kept
+    assert data["ef55f705009ac634"] == {
+        "serial": "100095471", "mac": "34c69a0005f755ef", "state": 0, "dc_current": 1.3, "dc_watts": 44,
+        "dc_volt": pytest.approx(33.85, abs=0.01), "efficiency": 0.846, "ac_freq": 49, "ac_volt": 243,
+        "ac_watts": pytest.approx(37.224), "temp": 32, "wh": 515, "kwh": 1347, "lifetime_wh": 1347515}
+    bad = bytearray(frame)
+    bad[-1] ^= 1
+    assert not telemetry.update(enecsys.decode(bytes(bad), received_at=0))
+    assert [p.name for p in tmp_path.iterdir()] == ["telemetry.json"]  # no temporary file left behind
