@@ -9,6 +9,7 @@
         ...
     with broker.subscribe("solargw/#") as log:  # a real paho subscriber
         log.wait("solargw/web/availability", lambda m: m.payload == b"online")
+    broker.publish("homeassistant/status", "online")  # as another client
 
 ``broker.stop()`` / ``broker.start()`` restart the same broker on the same port. Each
 broker lives in its own temporary directory, removed on exit.
@@ -177,6 +178,17 @@ class Broker:
         if self.username:
             client.username_pw_set(self.username, self.password)
         return client
+
+    def publish(self, topic: str, payload: str, client_id: str = "home-assistant") -> None:
+        """Publish one QoS 1 message as another client would (Home Assistant's ``online``, say)."""
+        client = self.client(client_id)
+        client.connect(self.host, self.port)
+        client.loop_start()
+        try:
+            client.publish(topic, payload, qos=1).wait_for_publish(5)
+        finally:
+            client.disconnect()
+            client.loop_stop()
 
     def mqtt_settings(self, **overrides):
         """An ``appliance.settings.MqttSettings`` pointing at this broker."""

@@ -81,6 +81,7 @@ def test_unformed_stick(tmp_path: Path) -> None:
     async def scenario(emulator, url):
         report = await stick.inspect_device(url)
         assert report.formed is False
+        assert report.device_state == "InitializedNotStarted"
         assert (report.mt_version, report.product_id, report.build_date) == ("2.7.1", 1, "20220219")
         assert report.zstack == 3.30
         assert report.ieee == "00:12:4b:00:29:ab:cd:ef"
@@ -89,7 +90,9 @@ def test_unformed_stick(tmp_path: Path) -> None:
         assert stick.TC_KEY_NOTE in report.notes()
         code, out, err = await verify_cli(url, tmp_path)
         assert code == 1, err
+        assert "state: InitializedNotStarted, IEEE 00:12:4b:00:29:ab:cd:ef" in out
         assert "network: not formed" in out and "verdict: NOT ready for Enecsys" in out
+        assert "problem: no network is formed yet: start the Zigbee service (`solargw zigbee`)" in out
 
     with_emulator(scenario)
 
@@ -99,6 +102,7 @@ def test_ready_stick_and_the_stack_profile(tmp_path: Path) -> None:
         await form(url, stack_profile=None)  # forming leaves Z-Stack's default profile 2
         report = await stick.inspect_device(url)
         assert (report.formed, report.pan_id, report.channel) == (True, 0x02AA, 13)
+        assert report.device_state == "InitializedNotStarted"  # formation ends with a reset: held
         assert report.extended_pan_id == ENECSYS_EPID
         assert report.stack_profile == 2
         [problem] = report.problems()
@@ -115,6 +119,7 @@ def test_ready_stick_and_the_stack_profile(tmp_path: Path) -> None:
         assert "stack profile: 0" in out
         assert "firmware: Z-Stack 3.x.0 (3.30+), MT 2.7.1, product id 1, build 20220219" in out
         assert "solargw firmware check" in out  # the TC key note
+        assert "note: the network is formed but not started" in out
         assert out.strip().endswith("verdict: ready for Enecsys")
 
         code, out, _ = await verify_cli(url, tmp_path, "--json")
@@ -122,6 +127,36 @@ def test_ready_stick_and_the_stack_profile(tmp_path: Path) -> None:
         assert code == 0 and data["problems"] == [] and data["pan_id"] == 0x02AA
 
     with_emulator(scenario)
+
+
+def test_running_coordinator(tmp_path: Path) -> None:
+    """A stick whose network is started (as the Zigbee service leaves it before a reset)."""
+    async def scenario(emulator, url):
+        await form(url)
+        znp = await connect(url)
+        try:
+            await znp.start_network()
+        finally:
+            await znp.disconnect()  # ZNP.disconnect does not reset: the network stays up
+        assert emulator.network_up
+        code, out, err = await verify_cli(url, tmp_path)
+        assert code == 0, out + err
+        assert "state: StartedAsCoordinator, IEEE 00:12:4b:00:29:ab:cd:ef" in out
+        assert "not started" not in out and "problem:" not in out
+        assert out.strip().endswith("verdict: ready for Enecsys")
+
+    with_emulator(scenario)
+
+
+def test_a_stick_in_another_role_gets_reset_advice() -> None:
+    """A stick that joined some other network as a router is formed, but not our coordinator."""
+    report = stick.StickReport(device="/dev/ttyUSB0", zstack=3.30, code_revision=20220219, formed=True,
+                               device_state="JoinedAsRouter", pan_id=0x02AA, channel=13, stack_profile=0)
+    [problem] = report.problems()
+    assert problem.startswith("the stick is in state JoinedAsRouter, not running as coordinator")
+    assert "zigpy_znp.tools.nvram_reset /dev/ttyUSB0" in problem
+    report.device_state = "StartedAsCoordinator"
+    assert report.problems() == []
 
 
 def test_wrong_pan_id_gets_reset_advice(tmp_path: Path) -> None:

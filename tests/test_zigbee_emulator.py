@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 
 import pytest
@@ -297,6 +298,54 @@ def test_answered_inverter_reports_and_unicast_to_a_vanished_device_is_not_acked
         with pytest.raises(zigpy.exceptions.DeliveryError):
             await send(0x4321, b"\x57\x01")  # nobody has that address: APS ACK never comes
         await app.shutdown()
+        await emu.stop()
+
+    asyncio.run(scenario())
+
+
+async def device_and_network_info(emu: CoordinatorEmulator) -> tuple[c.UTIL.GetDeviceInfo.Rsp, tuple]:
+    """Ask over a fresh host link; ZDO.ExtNwkInfo is decoded by the firmware's 24-byte layout."""
+    reader, writer = await asyncio.open_connection(emu.host, emu.port)
+    try:
+        (info,) = await exchange(reader, writer, frame(c.UTIL.GetDeviceInfo.Req()))
+        (nwk,) = await exchange(reader, writer, frame(c.ZDO.ExtNwkInfo.Req()))
+    finally:
+        writer.close()
+    assert nwk.header == c.ZDO.ExtNwkInfo.Rsp.header and len(nwk.data) == 24
+    short, state, pan_id, parent, epid, parent_ieee, channel = struct.unpack("<HBHH8s8sB", nwk.data)
+    fields = (short, t.DeviceState(state), pan_id, parent, str(t.EUI64(epid)), str(t.EUI64(parent_ieee)), channel)
+    return c.UTIL.GetDeviceInfo.Rsp.from_frame(info, align=True), fields
+
+
+def test_device_info_and_network_info_follow_the_network_state():
+    async def scenario():
+        emu = CoordinatorEmulator()
+        await emu.start()
+        info, nwk = await device_and_network_info(emu)
+        assert (info.Status, info.DeviceState, info.NWK) == (t.Status.SUCCESS, t.DeviceState.InitializedNotStarted,
+                                                             0xFFFE)
+        assert str(info.IEEE) == "00:12:4b:00:29:ab:cd:ef" and info.DeviceType & t.DeviceTypeCapabilities.Coordinator
+        zero = "00:00:00:00:00:00:00:00"
+        assert nwk == (0xFFFE, t.DeviceState.InitializedNotStarted, 0xFFFF, 0x0000, zero, zero, 0)
+
+        app = ControllerApplication(app_config(emu.url, channel=13))
+        app.connection_lost = lambda exc: None  # the raw link below replaces zigpy's: no reconnect
+        await app.startup(auto_form=True)
+        info, nwk = await device_and_network_info(emu)
+        assert (info.DeviceState, info.NWK, str(info.IEEE)) == (
+            t.DeviceState.StartedAsCoordinator, 0x0000, "00:12:4b:00:29:ab:cd:ef")
+        assert info.AssociatedDevices == []
+        assert nwk == (0x0000, t.DeviceState.StartedAsCoordinator, 0x02AA, 0x0000, "d3:73:39:d4:cb:1c:60:bb", zero,
+                       13)
+        await app.shutdown()
+
+        znp = ZNP(ControllerApplication.SCHEMA(app_config(emu.url)))
+        await znp.connect()
+        await znp.reset()  # a reset holds the network until the host starts it again
+        await znp.disconnect()
+        info, nwk = await device_and_network_info(emu)
+        assert (info.DeviceState, info.NWK) == (t.DeviceState.InitializedNotStarted, 0xFFFE)
+        assert nwk[:3] == (0xFFFE, t.DeviceState.InitializedNotStarted, 0xFFFF)
         await emu.stop()
 
     asyncio.run(scenario())

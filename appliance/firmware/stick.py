@@ -33,6 +33,9 @@ TC_KEY_NOTE = (
     "the trust-center link key cannot be read from the stick (Z-Stack compiles it in); "
     "check the image you flashed with `solargw firmware check FILE.hex`"
 )
+#: ``UTIL.GetDeviceInfo`` states of a coordinator: held after a reset until the host starts
+#: the network (what a stick reports when the Zigbee service is not running), starting, started.
+COORDINATOR_STATES = ("InitializedNotStarted", "StartingAsCoordinator", "StartedAsCoordinator")
 RESET_ADVICE = (
     "reset the stick's network with `python -m zigpy_znp.tools.nvram_reset {device}` "
     "and restart the Zigbee service, which forms a new one with PAN id 0x02AA "
@@ -84,7 +87,7 @@ class StickReport:
                 "it with PAN id 0x02AA and stack profile 0"
             )
             return found
-        if self.device_state and self.device_state != "StartedAsCoordinator":
+        if self.device_state and self.device_state not in COORDINATOR_STATES:
             found.append(
                 f"the stick is in state {self.device_state}, not running as coordinator: "
                 + RESET_ADVICE.format(device=device)
@@ -106,6 +109,8 @@ class StickReport:
         found = [TC_KEY_NOTE]
         if self.code_revision is not None and not self.build_date:
             found.append(f"code revision {self.code_revision} is not a build date (not a Koenkk build?)")
+        if self.formed and self.device_state == "InitializedNotStarted":
+            found.append("the network is formed but not started: `solargw zigbee` starts it when it connects")
         if expected_channel and self.formed and self.channel != expected_channel:
             found.append(
                 f"the network is on channel {self.channel}; the settings ask for {expected_channel}"

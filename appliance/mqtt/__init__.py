@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 
 from appliance.mqtt.publisher import MqttPublisher
 from appliance.settings import Settings
@@ -41,7 +40,6 @@ def make_publisher(settings: Settings, service: str, store: Store | None = None,
     """
     if not settings.mqtt.enabled:
         return None
-    options.setdefault("client_id", f"solargw-{service}-{socket.gethostname()}")
     if store is not None:
         options.setdefault("removed", lambda serial: _removed(store, serial))
     try:

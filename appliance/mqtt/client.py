@@ -39,6 +39,8 @@ class MqttConnection:
         self._on_message = on_message
         self._connected = threading.Event()
         self._closing = False
+        self.refused: str | None = None
+        """Why the broker refused the last connection attempt (e.g. "Not authorized"), if it did."""
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=paho.MQTTv311, clean_session=True)
         client.reconnect_delay_set(*reconnect_delay)
@@ -92,9 +94,11 @@ class MqttConnection:
 
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
+            self.refused = str(reason_code)
             log.warning("mqtt: %s:%s refused the connection: %s",
                         self.settings.host, self.settings.port, reason_code)
             return
+        self.refused = None
         log.info("mqtt: connected to %s:%s", self.settings.host, self.settings.port)
         self._connected.set()
         client.publish(self.availability_topic, "online", qos=1, retain=True)

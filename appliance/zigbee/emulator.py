@@ -14,7 +14,12 @@ What it models on purpose, because the appliance depends on it:
 - the stack profile, PAN id and channel *in effect* are the ones read at the last reset
   or formation (writing NV alone changes nothing until the stick restarts);
 - a reset forgets the joined devices and closes permit-join (the simulated inverters then
-  join again, handshake included), and the network is down until the host starts it;
+  join again, handshake included), and the network is down until the host starts it:
+  ``UTIL.GetDeviceInfo`` says InitializedNotStarted (Z-Stack's "hold"), then
+  StartingAsCoordinator while forming, then StartedAsCoordinator;
+- ``ZDO.ExtNwkInfo`` answers with the firmware's 24-byte layout (short address, device
+  state, PAN id, parent, extended PAN id, parent IEEE, one channel byte): zigpy-znp 1.1.1's
+  schema for it (no state byte, a 4-byte channel mask) does not match what sticks send;
 - the trust-center link key is a build-time constant that no command can read or change;
 - frames whose profile does not match the endpoint's are forwarded to the host (the
   behaviour of Koenkk's builds since 2021-07-08) unless ``forward_foreign_profiles`` is off.
@@ -94,6 +99,7 @@ class Beacon:
 class _Joined:
     device: RadioDevice
     nwk: int
+    capabilities: int
 
 
 @dataclass
@@ -130,6 +136,7 @@ class CoordinatorEmulator:
         self.events: list[EmulatorEvent] = []
         self.endpoints: dict[int, c.AF.Register.Req] = {}
         self.network_up = False
+        self.device_state = t.DeviceState.InitializedNotStarted
         self.pan_id: int | None = None
         self.channel: int | None = None
         self.extended_pan_id: bytes | None = None
@@ -179,10 +186,6 @@ class CoordinatorEmulator:
             transport.abort()
 
     @property
-    def firmware_version(self) -> FirmwareVersion:
-        return self.firmware
-
-    @property
     def host_connected(self) -> bool:
         return self._writer is not None
 
@@ -210,7 +213,7 @@ class CoordinatorEmulator:
             self._record("key_exchange_failed", ieee=f"{device.ieee:016x}")
             self._joined.pop(device.ieee, None)
             return None
-        self._joined[device.ieee] = _Joined(device, nwk)
+        self._joined[device.ieee] = _Joined(device, nwk, capabilities)
         self._send(c.ZDO.EndDeviceAnnceInd.Callback(
             Src=nwk, NWK=nwk, IEEE=_eui64(device.ieee), Capabilities=c.zdo.MACCapabilities(capabilities)))
         self._send_zdo(nwk, zdo_t.ZDOCmd.Device_annce, self._next_tsn(), [nwk, _eui64(device.ieee), capabilities],
@@ -323,6 +326,7 @@ class CoordinatorEmulator:
             self.nv_set(OsalNvIds.EXTADDR, _eui64(self.ieee).serialize())
         self.endpoints.clear()
         self.network_up = False
+        self.device_state = t.DeviceState.InitializedNotStarted
         self._permit_until = 0.0
         self._joined.clear()
         self._primary_channels = t.Channels.ALL_CHANNELS
@@ -373,11 +377,12 @@ class CoordinatorEmulator:
             del buffer[:len(buffer) - len(rest)]
             yield frame.payload
 
-    def _send(self, command: t.CommandBase) -> bool:
+    def _send(self, command: t.CommandBase | GeneralFrame) -> bool:
         writer = self._writer
         if writer is None or writer.is_closing():
             return False
-        writer.write(TransportFrame(command.to_frame(align=ALIGN)).serialize())
+        frame = command if isinstance(command, GeneralFrame) else command.to_frame(align=ALIGN)
+        writer.write(TransportFrame(frame).serialize())
         return True
 
     def _later(self, delay: float, *commands: t.CommandBase, then: Callable[[], None] | None = None) -> None:
@@ -445,6 +450,8 @@ class CoordinatorEmulator:
             c.UTIL.AssocFindDevice.Req: lambda r: c.UTIL.AssocFindDevice.Rsp(
                 Device=t.Bytes(b"\xfe\xff" + bytes(34))),
             c.UTIL.LEDControl.Req: lambda r: c.UTIL.LEDControl.Rsp(Status=t.Status.SUCCESS),
+            c.UTIL.GetDeviceInfo.Req: self._device_info,
+            c.ZDO.ExtNwkInfo.Req: self._ext_nwk_info,
             c.AppConfig.BDBSetChannel.Req: self._bdb_set_channel,
             c.AppConfig.BDBStartCommissioning.Req: self._bdb_start,
             c.AF.Register.Req: self._af_register,
@@ -463,6 +470,31 @@ class CoordinatorEmulator:
             TransportRev=fw.transport_rev, ProductId=fw.product_id, MajorRel=fw.major, MinorRel=fw.minor,
             MaintRel=fw.maint, CodeRevision=fw.code_revision,
             BootloaderBuildType=c.sys.BootloaderBuildType.NON_BOOTLOADER_BUILD, BootloaderRevision=0xFFFFFFFF)
+
+    def _device_info(self, request: c.UTIL.GetDeviceInfo.Req) -> c.UTIL.GetDeviceInfo.Rsp:
+        """The associated devices are the end devices among the coordinator's children."""
+        Caps = t.DeviceTypeCapabilities
+        end_devices = [j.nwk for j in self._joined.values() if not j.capabilities & 0x02]  # MAC: FFD bit clear
+        return c.UTIL.GetDeviceInfo.Rsp(
+            Status=t.Status.SUCCESS, IEEE=_eui64(self.ieee), NWK=self._short_address(),
+            DeviceType=Caps.Coordinator | Caps.Router | Caps.EndDevice, DeviceState=self.device_state,
+            AssociatedDevices=t.NWKList(end_devices))
+
+    def _ext_nwk_info(self, request: c.ZDO.ExtNwkInfo.Req) -> GeneralFrame:
+        """The NIB in RAM: empty until the network is started."""
+        nib = self.nib() if self.network_up else None
+        data = (
+            t.NWK(self._short_address()).serialize() + t.uint8_t(self.device_state).serialize()
+            + t.uint16_t(nib.nwkPanId if nib else 0xFFFF).serialize()
+            + t.NWK(nib.nwkCoordAddress if nib else COORDINATOR_NWK).serialize()
+            + (nib.extendedPANID.serialize() if nib else bytes(8))
+            + (nib.nwkCoordExtAddress.serialize() if nib else bytes(8))
+            + t.uint8_t(nib.nwkLogicalChannel if nib else 0).serialize()
+        )
+        return GeneralFrame(c.ZDO.ExtNwkInfo.Rsp.header, data)
+
+    def _short_address(self) -> int:
+        return COORDINATOR_NWK if self.network_up else 0xFFFE  # Z-Stack's INVALID_NODE_ADDR before start
 
     def _reset(self, request: c.SYS.ResetReq.Req) -> None:
         self._record("reset", type=int(request.Type), stack_profile_nv=(self.nv_get(OsalNvIds.STACK_PROFILE)
@@ -546,6 +578,7 @@ class CoordinatorEmulator:
                             Status=status, Mode=Mode.NONE, RemainingModes=Mode.NONE),
                         then=self._resume)
         else:
+            self.device_state = t.DeviceState.StartingAsCoordinator
             self._later(0, c.ZDO.StateChangeInd.Callback(State=t.DeviceState.StartingAsCoordinator),
                         c.AppConfig.BDBCommissioningNotification.Callback(
                             Status=Status.InProgress, Mode=Mode.NwkFormation, RemainingModes=Mode.NwkFormation))
@@ -597,6 +630,7 @@ class CoordinatorEmulator:
         self.pan_id, self.channel = int(nib.nwkPanId), int(nib.nwkLogicalChannel)
         self.extended_pan_id = nib.extendedPANID.serialize()
         self.network_up = True
+        self.device_state = t.DeviceState.StartedAsCoordinator
         self._record("network_up", pan_id=self.pan_id, channel=self.channel, stack_profile=self.stack_profile)
 
     # --- AF / ZDO -------------------------------------------------------------------------

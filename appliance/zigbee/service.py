@@ -14,6 +14,8 @@
   profile is no criterion), answers handshake requests at once and hands reports to the pipeline.
   Enecsys inverters are not Zigbee HA devices, so they are not interviewed; frames from other
   devices are counted and dropped.
+- Once the network is up, the stick is checked as ``solargw firmware verify`` checks it (same
+  code, on the service's own connection); what is wrong goes to the log and the status.
 - The link to the stick may die (unplugged, TCP link lost): the service logs it and reconnects
   with backoff, and with no stick at all it keeps running and retrying.
 - Store writes happen on one worker thread so a slow disk never delays a handshake reply.
@@ -35,10 +37,12 @@ import zigpy.zgp.types
 import zigpy.types as zt
 import zigpy.zdo.types as zdo_t
 import zigpy_znp.types as t
+from zigpy_znp.exceptions import CommandNotRecognized
 from zigpy_znp.types.nvids import OsalNvIds
 from zigpy.zcl.clusters.general import GreenPowerProxy
 from zigpy_znp.zigbee.application import ControllerApplication
 
+from appliance.firmware import stick as stick_check
 from appliance.pipeline import Pipeline
 from appliance.protocols import enecsys
 from appliance.reading import FrameError
@@ -52,15 +56,11 @@ log = logging.getLogger(__name__)
 ENECSYS_CLUSTER = 0x0057
 ENECSYS_PROFILE = 0xC00F
 ENECSYS_ENDPOINT = 1
-STACK_PROFILE_ENECSYS = 0
+STACK_PROFILE_ENECSYS = stick_check.ENECSYS_STACK_PROFILE
 PERMIT_SECONDS = 254  # zigpy's maximum
 FAMILY = "enecsys"
 STATUS_HEARTBEAT_SECONDS = 60.0
 """An unchanged status is still rewritten this often, so its timestamp shows the service is alive."""
-
-
-def extended_pan_id(text: str) -> zt.ExtendedPanId:
-    return zt.ExtendedPanId.convert(text)
 
 
 def check_settings(settings: Settings) -> None:
@@ -70,8 +70,9 @@ def check_settings(settings: Settings) -> None:
         raise ValueError(f"[zigbee] channel: {z.channel} is not a Zigbee channel (11 to 26)")
     if not 0x0001 <= z.pan_id <= 0xFFFE:
         raise ValueError(f"[zigbee] pan_id: 0x{z.pan_id:X} is not a PAN id (0x0001 to 0xFFFE)")
-    if z.pan_id != 0x02AA:
-        log.warning("[zigbee] pan_id is 0x%04X: Enecsys inverters only join PAN 0x02AA", z.pan_id)
+    if z.pan_id != stick_check.ENECSYS_PAN_ID:
+        log.warning("[zigbee] pan_id is 0x%04X: Enecsys inverters only join PAN 0x%04X", z.pan_id,
+                    stick_check.ENECSYS_PAN_ID)
     try:
         if len(bytes.fromhex(z.extended_pan_id.replace(":", ""))) != 8:
             raise ValueError
@@ -334,6 +335,7 @@ class ZigbeeService:
         self.status: dict[str, Any] = {"state": "starting", "connected": False, "device": settings.zigbee.device,
                                        "firmware": None, "channel": None, "pan_id": None, "extended_pan_id": None,
                                        "joined_inverters": [], "last_error": None, "firmware_warning": None,
+                                       "stick_problems": [],
                                        "handshakes": 0, "reconnects": 0}
 
     # --- status -------------------------------------------------------------------------
@@ -409,6 +411,7 @@ class ZigbeeService:
             await app.initialize(auto_form=False)
             await app.permit(PERMIT_SECONDS)
             self._describe_network(app)
+            await self._check_stick(app, path)
             await self._watch(app)
         finally:
             self.app = None
@@ -421,7 +424,7 @@ class ZigbeeService:
     async def _prepare_network(self, app: EnecsysApplication) -> None:
         """Form the Enecsys network if the stick has none or another, then make sure of stack profile 0."""
         z = self.settings.zigbee
-        wanted = (z.pan_id, z.channel, extended_pan_id(z.extended_pan_id))
+        wanted = (z.pan_id, z.channel, zt.ExtendedPanId.convert(z.extended_pan_id))
         try:
             await app.load_network_info(load_devices=False)
             info = app.state.network_info
@@ -455,6 +458,18 @@ class ZigbeeService:
                          channel=int(info.channel), pan_id=f"0x{info.pan_id:04X}",
                          extended_pan_id=str(info.extended_pan_id), coordinator_ieee=str(node.ieee),
                          last_error=None)
+
+    async def _check_stick(self, app: EnecsysApplication, path: str) -> None:
+        """What ``solargw firmware verify`` would say about the stick, from the running service."""
+        try:
+            report = await stick_check.inspect(app._znp, device=path)  # zigpy-znp's ZNP: see above
+        except (zigpy.exceptions.ZigbeeException, CommandNotRecognized, TimeoutError, ValueError) as exc:
+            log.warning("could not check the coordinator: %s", _describe(exc))
+            return
+        problems = report.problems(self.settings.zigbee.pan_id)
+        for problem in problems:
+            log.error("coordinator: %s", problem)
+        self._set_status(stick_problems=problems)
 
     async def _watch(self, app: EnecsysApplication) -> None:
         """Renew permit-join before it lapses and refresh the status, until the link dies or we stop."""
