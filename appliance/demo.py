@@ -31,7 +31,7 @@ from typing import IO, Callable
 
 from werkzeug.security import generate_password_hash
 
-from appliance.settings import Settings, save
+from appliance.settings import Settings, apply_timezone, save
 
 NEP_MODELS = ("bdm400", "bdm800", "bdm1200")
 ENECSYS_COUNT = 4
@@ -63,6 +63,18 @@ def wait_for_port(host: str, port: int, timeout: float, alive: Callable[[], bool
     raise DemoError(f"did not listen on {host}:{port} within {timeout:.0f} s")
 
 
+def host_timezone() -> str:
+    """This PC's time zone name (``TZ`` or the ``/etc/localtime`` link), so the demo's UI shows its clock."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name:
+        try:
+            target = os.readlink("/etc/localtime")
+        except OSError:
+            return "UTC"
+        name = target.partition("zoneinfo/")[2]
+    return name or "UTC"
+
+
 def solargw(*args: str) -> list[str]:
     return [sys.executable, "-m", "appliance", *args]
 
@@ -92,9 +104,12 @@ class Demo:
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="solargw-demo-"))
             self._created_dir = True
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "solargw.log"
-        self.log = open(self.log_path, "a", buffering=1)
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.log = open(self.log_path, "a", buffering=1)
+        except OSError as exc:
+            raise DemoError(f"cannot use {self.workdir}: {exc.strerror or exc}") from None
         self.settings_path = self.workdir / "solargw.toml"
         self.password = secrets.token_urlsafe(9)
 
@@ -104,6 +119,9 @@ class Demo:
         self._start_enecsys(zigbee_port)
 
         settings = Settings()
+        settings.system.timezone = host_timezone()
+        if not apply_timezone(settings):
+            settings.system.timezone = "UTC"
         settings.data.dir = str(self.workdir / "data")
         settings.web.listen_addr, settings.web.port, settings.web.threads = self.host, self._web_port(), 8
         settings.mqtt.host, settings.mqtt.port = "127.0.0.1", mqtt_port

@@ -57,15 +57,6 @@ class Reading:
     notes: tuple[str, ...] = field(default=())
     """Human remarks from the decoder (a guessed model, a disputed field...)."""
 
-    @property
-    def key(self) -> str:
-        return self.serial
-
-    @property
-    def ac_power_w(self) -> float | None:
-        value = self.fields.get("ac_power_w")
-        return float(value) if isinstance(value, (int, float)) else None
-
 
 STATES: tuple[str, ...] = ("producing", "standby", "low_light", "sleeping", "fault", "unknown")
 """The ``state`` field's vocabulary, the same for both families (a Home Assistant enum)."""
@@ -88,3 +79,12 @@ COMMON_FIELDS: dict[str, str] = {
     "state": "",
     "alarms": "",
 }
+
+_SUFFIX_UNITS = (("_kwh", "kWh"), ("_wh", "Wh"), ("_w", "W"), ("_v", "V"), ("_a", "A"), ("_hz", "Hz"), ("_c", "°C"))
+
+
+def unit_for(name: str) -> str:
+    """A field's unit: the canonical table first, else the unit its name ends with (``module_1_power_w``)."""
+    if name in COMMON_FIELDS:
+        return COMMON_FIELDS[name]
+    return next((unit for suffix, unit in _SUFFIX_UNITS if name.endswith(suffix)), "")

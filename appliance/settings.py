@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 import tomllib
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -157,14 +159,13 @@ def _coerce(section: str, key: str, default: Any, value: Any) -> Any:
         if not isinstance(value, bool):
             raise SettingsError(f"{where}: expected true or false, got {value!r}")
         return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SettingsError(f"{where}: expected a whole number, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SettingsError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+    if isinstance(default, (int, float)):  # every number setting is a count, a size, a time or a port
+        whole = isinstance(default, int)
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+            raise SettingsError(f"{where}: expected a {'whole ' if whole else ''}number, got {value!r}")
+        if value < 0:
+            raise SettingsError(f"{where}: must not be negative, got {value!r}")
+        return value if whole else float(value)
     if isinstance(default, str):
         if not isinstance(value, str):
             raise SettingsError(f"{where}: expected text, got {value!r}")
@@ -218,6 +219,24 @@ def _apply_environment(settings: Settings, env: Mapping[str, str]) -> Settings:
     if "SOLARGW_DATA_DIR" in env:
         data = dataclasses.replace(data, dir=env["SOLARGW_DATA_DIR"])
     return dataclasses.replace(settings, web=web, mqtt=mqtt, data=data)
+
+
+def apply_timezone(settings: Settings) -> bool:
+    """Make ``[system] timezone`` this process's local time (``TZ`` + ``tzset``).
+
+    Every service calls it at start and on a settings change, so "today" in the
+    store's energy totals, the ledger's dawn detection and the UI's clock are
+    one and the same day. An unknown zone changes nothing and returns False.
+    """
+    name = settings.system.timezone
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    if os.environ.get("TZ") != name:
+        os.environ["TZ"] = name
+        time.tzset()
+    return True
 
 
 def settings_path(env: Mapping[str, str] | None = None) -> Path:

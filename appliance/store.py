@@ -18,10 +18,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from appliance.energy import LedgerState, advance
 from appliance.reading import Reading
+
+if TYPE_CHECKING:
+    from appliance.settings import Settings
 
 DB_NAME = "solargw.db"
 BUCKET_SECONDS = 900
@@ -160,19 +163,32 @@ def local_day(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp).date().isoformat()
 
 
+class StoreError(RuntimeError):
+    """The database cannot be opened or created; the message says where and why."""
+
+
 class Store:
     def __init__(self, data_dir: Path | str, *, full_resolution_days: int = 7, keep_days: int = 730):
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DB_NAME
         self.full_resolution_days = full_resolution_days
         self.keep_days = keep_days
         self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
         self._last_compaction = 0.0
-        self._db.executescript(SCHEMA)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the data directory {self.data_dir}: {exc.strerror}") from None
+        try:
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            self.close()
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from None
 
     @classmethod
-    def from_settings(cls, settings) -> "Store":
+    def from_settings(cls, settings: "Settings") -> "Store":
         return cls(
             settings.data_dir,
             full_resolution_days=settings.data.full_resolution_days,
@@ -182,24 +198,28 @@ class Store:
     # -- connections -------------------------------------------------------------------
     @property
     def _db(self) -> sqlite3.Connection:
+        """This thread's connection (sqlite3 connections must not be shared by threads at once)."""
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            with self._connections_lock:
+                self._connections.append(db)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
             self._local.db = db
         return db
 
-    def _write(self):
+    def _write(self) -> "_Transaction":
         return _Transaction(self._db)
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
+        """Close every thread's connection; a later call opens a fresh one."""
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+            self._local = threading.local()
+        for db in connections:
             db.close()
-            self._local.db = None
 
     # -- writing ---------------------------------------------------------------------------
     def record(self, reading: Reading, source: str = "") -> Recorded:
@@ -236,14 +256,13 @@ class Store:
 
     def _upsert_inverter(self, db: sqlite3.Connection, reading: Reading) -> None:
         firmware = str(reading.fields.get("firmware", "")) if reading.kind == "info" else ""
-        model = reading.model if (reading.model or reading.kind != "info") else ""
         db.execute(
             "INSERT INTO inverters (serial, family, model, firmware, first_seen, last_seen)"
             " VALUES (?,?,?,?,?,?) ON CONFLICT(serial) DO UPDATE SET"
             " model = CASE WHEN excluded.model != '' THEN excluded.model ELSE inverters.model END,"
             " firmware = CASE WHEN excluded.firmware != '' THEN excluded.firmware ELSE inverters.firmware END,"
             " last_seen = MAX(inverters.last_seen, excluded.last_seen), removed = 0",
-            (reading.serial, reading.family, model, firmware, reading.timestamp, reading.timestamp),
+            (reading.serial, reading.family, reading.model, firmware, reading.timestamp, reading.timestamp),
         )
 
     def _advance_ledger(self, db: sqlite3.Connection, reading: Reading, ts: float) -> float:

@@ -14,6 +14,8 @@ import time
 import pytest
 import requests
 
+from appliance.settings import load
+
 pytestmark = pytest.mark.slow
 
 
@@ -28,6 +30,7 @@ def _closed(host: str, port: int) -> bool:
 def test_demo_shows_seven_live_inverters_and_stops_cleanly(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
     env["PYTHONUNBUFFERED"] = "1"
+    env["TZ"] = "Asia/Kolkata"  # the demo's UI shows this PC's clock
     demo = subprocess.Popen([sys.executable, "-m", "appliance", "demo", "--port", "0", "--dir", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines: queue.Queue[str] = queue.Queue()
@@ -61,6 +64,7 @@ def test_demo_shows_seven_live_inverters_and_stops_cleanly(tmp_path):
         nep_models = {c["model"] for c in cards if c["family"] == "nep"}
         assert len(nep_models) == 3, nep_models
         assert all(c["online"] for c in cards)
+        assert load(tmp_path / "solargw.toml", env={}).system.timezone == "Asia/Kolkata"
 
         # the printed password logs in
         session = requests.Session()

@@ -55,3 +55,47 @@ def test_save_roundtrip_is_private(tmp_path):
 
 def test_default_path_from_environment(tmp_path):
     assert settings_mod.settings_path({"SOLARGW_SETTINGS": str(tmp_path / "a.toml")}) == tmp_path / "a.toml"
+
+
+def test_apply_timezone_makes_the_configured_zone_the_local_time(tmp_path):
+    import time
+    from datetime import datetime
+
+    from appliance.store import local_day
+
+    s = settings_mod.Settings()
+    s.system.timezone = "Pacific/Kiritimati"  # UTC+14: a different date from UTC for 14 hours a day
+    assert settings_mod.apply_timezone(s) is True
+    assert os.environ["TZ"] == "Pacific/Kiritimati"
+    moment = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC = 2023-11-15 12:13:20 in Kiritimati
+    assert time.localtime(moment).tm_hour == 12
+    assert local_day(moment) == "2023-11-15" == datetime.fromtimestamp(moment).date().isoformat()
+    s.system.timezone = "UTC"
+    assert settings_mod.apply_timezone(s) is True
+    assert local_day(moment) == "2023-11-14"
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "", "../../etc/passwd", "/etc/localtime", "Europe"])
+def test_apply_timezone_ignores_an_unknown_zone(zone):
+    import time
+
+    s = settings_mod.Settings()
+    s.system.timezone = "Asia/Kolkata"
+    settings_mod.apply_timezone(s)
+    s.system.timezone = zone
+    assert settings_mod.apply_timezone(s) is False
+    assert os.environ["TZ"] == "Asia/Kolkata" and time.localtime(0).tm_min == 30  # UTC+5:30 still
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[data]\nkeep_days = -1\n", "[data] keep_days: must not be negative, got -1"),
+    ("[relay]\ntimeout_seconds = -0.5\n", "[relay] timeout_seconds: must not be negative, got -0.5"),
+    ("[web]\nport = 80.5\n", "[web] port: expected a whole number, got 80.5"),
+    ("[relay]\ntimeout_seconds = \"5\"\n", "[relay] timeout_seconds: expected a number, got '5'"),
+])
+def test_numbers_are_checked(tmp_path, text, message):
+    path = tmp_path / "solargw.toml"
+    path.write_text(text)
+    with pytest.raises(SettingsError) as error:
+        load(path, env={})
+    assert str(error.value) == message

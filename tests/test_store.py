@@ -1,13 +1,14 @@
 """The SQLite store: readings, ledger, bounded history and diagnostics, two writers at once."""
 import multiprocessing
 import sqlite3
+import threading
 import time
 from datetime import date, datetime
 
 import pytest
 
 from appliance.pipeline import Pipeline
-from appliance.store import REJECTED_KEPT, Store
+from appliance.store import REJECTED_KEPT, Store, StoreError
 from factories import enecsys_reading, nep_reading
 
 # An hour ago, but never before today's local midnight: "energy today" must see these readings.
@@ -164,3 +165,39 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     assert store.inverter("100095471").lifetime_wh == 1000.0 + count - 1
     counters = store.counters()
     assert counters[("readings_recorded", "nep")] == counters[("readings_recorded", "enecsys")] == count
+
+
+def test_close_closes_the_connection_of_every_thread(tmp_path):
+    store = Store(tmp_path)
+    store.record(nep_reading(timestamp=T0))
+    opened, done = threading.Barrier(4), threading.Event()
+
+    def reader() -> None:  # like a gunicorn thread: long-lived, with its own connection
+        store.inverters()
+        opened.wait()
+        done.wait(10)
+
+    readers = [threading.Thread(target=reader) for _ in range(3)]
+    for thread in readers:
+        thread.start()
+    opened.wait()
+    assert (tmp_path / "solargw.db-wal").exists()
+    store.close()
+    wal_left = (tmp_path / "solargw.db-wal").exists()
+    done.set()
+    for thread in readers:
+        thread.join()
+    assert not wal_left  # SQLite removes the WAL file when its last connection closes
+    assert [inv.serial for inv in store.inverters()] == ["12345678"]  # usable again: a fresh connection
+    store.close()
+
+
+def test_an_unusable_data_directory_is_one_clear_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match=f"cannot create the data directory {tmp_path / 'file' / 'data'}"):
+        Store(tmp_path / "file" / "data")
+    garbage = b"not a database, whatever the name says\n" * 50
+    (tmp_path / "solargw.db").write_bytes(garbage)
+    with pytest.raises(StoreError, match="file is not a database"):
+        Store(tmp_path)
+    assert (tmp_path / "solargw.db").read_bytes() == garbage  # nothing overwritten

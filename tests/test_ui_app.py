@@ -5,7 +5,9 @@ import io
 import re
 import sqlite3
 import time
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import tomli_w
@@ -36,8 +38,12 @@ def app(settings_file: Path):
     settings = load(settings_file, env={})
     store = Store(settings.data_dir)
     now = time.time()
+    # The last 40 minutes, but all after local midnight: the inverter page's power chart shows today.
+    midnight = datetime.now(ZoneInfo(settings.system.timezone)).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = max(now - 2400, midnight.timestamp() + 1)
+    step = (now - start) / 20
     for i in range(20):
-        store.record(nep_reading("12345678", today_wh=100 + 10 * i, power_w=150 + i, timestamp=now - 2400 + 120 * i))
+        store.record(nep_reading("12345678", today_wh=100 + 10 * i, power_w=150 + i, timestamp=start + step * i))
     store.record(enecsys_reading(timestamp=now))
     app = create_app(settings, store)
     app.config["TESTING"] = True
@@ -359,3 +365,31 @@ def test_events_streams_are_bounded(app):
     again = app.test_client().get("/events", buffered=False)  # closed streams free their slot
     assert again.status_code == 200
     again.close()
+
+
+def test_the_app_runs_in_the_configured_time_zone(settings_file):
+    """The store's "today" (process local time) is the UI's "today" (``[system] timezone``)."""
+    import dataclasses
+    import os
+
+    settings = load(settings_file, env={})
+    settings.system.timezone = "Pacific/Kiritimati"
+    app = create_app(settings, Store(settings.data_dir))
+    assert time.localtime(1_700_000_000).tm_hour == 12  # 22:13 UTC is 12:13 the next day there
+    changed = dataclasses.replace(settings, system=dataclasses.replace(settings.system, timezone="America/St_Johns"))
+    app.extensions["solargw"].apply_settings(changed)
+    assert os.environ["TZ"] == "America/St_Johns" and time.localtime(1_700_000_000).tm_hour == 18
+
+
+def test_power_chart_keeps_a_lone_reading_between_gaps():
+    from appliance.web import charts
+
+    start = 1_700_000_000.0
+    gap = charts.GAP_SECONDS + 1
+    samples = [(start + 60, 100.0), (start + 120, 120.0),  # a line
+               (start + 120 + gap, 90.0),  # alone, between two gaps
+               (start + 120 + 2 * gap, 80.0), (start + 180 + 2 * gap, 70.0)]  # a line
+    chart = charts.power_over_day(samples, start, start + 86400, ZoneInfo("UTC"))
+    assert len(chart.paths) == 3
+    assert [path.count(" L") for path in chart.paths] == [1, 0, 1]
+    assert chart.paths[1].endswith(" l1,0")

@@ -10,9 +10,7 @@ from appliance.cli import CommandError
 from appliance.protocols import nep
 from appliance.protocols.detect import decode_text
 from appliance.protocols.enecsys import Handshake
-from appliance.reading import COMMON_FIELDS, FrameError, Reading
-
-_SUFFIX_UNITS = {"_wh": "Wh", "_w": "W", "_v": "V", "_a": "A", "_hz": "Hz", "_c": "°C"}
+from appliance.reading import FrameError, Reading, unit_for
 
 USAGE = """\
 FRAME is a NEP body or an Enecsys frame in hex (spaces and colons allowed), or a
@@ -37,12 +35,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object per frame")
     parser.add_argument("frames", nargs="+", metavar="FRAME", help="hex frame or WS= line")
     parser.set_defaults(func=run)
-
-
-def unit_for(name: str) -> str:
-    if name in COMMON_FIELDS:
-        return COMMON_FIELDS[name]
-    return next((unit for suffix, unit in _SUFFIX_UNITS.items() if name.endswith(suffix)), "")
 
 
 def run(args: argparse.Namespace) -> int:

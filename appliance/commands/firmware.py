@@ -13,7 +13,7 @@ import sys
 
 from appliance import settings as settings_module
 from appliance.cli import CommandError
-from appliance.firmware import flash, hexcheck, stick
+from appliance.firmware import flash, hexcheck
 
 EPILOG = """\
 examples:
@@ -53,8 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--device", required=True,
                         help="serial port or socket://host:port of the stick")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
-    verify.add_argument("--timeout", type=float, default=stick.CONNECT_TIMEOUT,
-                        help="seconds to wait for the stick (default: %(default)s)")
+    verify.add_argument("--timeout", type=float, default=None,
+                        help="seconds to wait for the stick (default: as long as the Zigbee service waits)")
     verify.set_defaults(func=run_verify)
 
 
@@ -108,12 +108,17 @@ def run_flash(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from appliance.firmware import stick  # zigpy-znp takes a third of a second to import: only here
+
+    timeout = stick.CONNECT_TIMEOUT if args.timeout is None else args.timeout
+    if not timeout > 0:
+        raise CommandError(f"--timeout {timeout}: expected a number of seconds above 0")
     try:
         zigbee = settings_module.load().zigbee
     except settings_module.SettingsError as exc:
         raise CommandError(str(exc)) from None
     try:
-        report = asyncio.run(stick.inspect_device(args.device, timeout=args.timeout))
+        report = asyncio.run(stick.inspect_device(args.device, timeout=timeout))
     except stick.StickError as exc:
         raise CommandError(str(exc)) from None
     if args.json:

@@ -104,7 +104,11 @@ def run_render(args: argparse.Namespace) -> int:
 
 def run_clients(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    result = clients.clients(_paths(args).leases_for(settings), settings.access_point.interface)
+    leases = _paths(args).leases_for(settings)
+    try:
+        result = clients.clients(leases, settings.access_point.interface)
+    except OSError as exc:
+        raise CommandError(f"cannot read the leases {leases}: {exc.strerror or exc}") from None
     print(json.dumps(result, indent=2))
     return 0
 
@@ -112,8 +116,14 @@ def run_clients(args: argparse.Namespace) -> int:
 def run_service(args: argparse.Namespace) -> int:
     from appliance.net.service import NetService
 
+    settings = _settings(args)  # a bad file at start is an error, not a wait for a good one
+    try:
+        build(settings, _paths(args))
+    except NetConfigError as exc:
+        raise CommandError(str(exc)) from None
     if os.geteuid() != 0:
         raise CommandError("net run configures interfaces and runs dnsmasq: it needs root")
+    settings_module.apply_timezone(settings)
     path = args.settings or settings_module.settings_path()
     return NetService(
         Path(path), _paths(args), interface=args.interface,

@@ -83,7 +83,9 @@ def run_nep(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     print(f"{ok} posts answered with the time, {failed} failed", flush=True)
-    return 0 if failed == 0 else 1
+    if failed:
+        raise CommandError(f"{failed} of {ok + failed} posts failed (is the collector listening at {args.url}?)")
+    return 0
 
 
 # --- Enecsys --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from appliance.store import Store, StoreError
     from appliance.web.server import WebServer, check_bind, format_bind, print_ready
 
     try:
@@ -31,10 +32,10 @@ def run(args: argparse.Namespace) -> int:
         problem = check_bind(bind)
         if problem:
             raise CommandError(problem)
-    try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CommandError(f"cannot create the data directory {settings.data_dir}: {exc.strerror}") from None
+    try:  # fail here, in one line, rather than in gunicorn's worker
+        Store.from_settings(settings).close()
+    except StoreError as exc:
+        raise CommandError(str(exc)) from None
     try:
         WebServer(settings, binds, on_ready=print_ready).run()
     except SystemExit as exc:

@@ -7,7 +7,7 @@ import logging
 import signal
 
 from appliance.cli import CommandError
-from appliance.settings import SettingsError, load
+from appliance.settings import Settings, SettingsError, apply_timezone, load
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +18,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Drive the Zigbee coordinator stick (settings [zigbee] device: auto, a serial path or "
                     "socket://host:port), keep the Enecsys network open, answer the inverters' handshakes "
                     "and record their reports.")
+    parser.add_argument("--settings", metavar="FILE", help="settings file (default: $SOLARGW_SETTINGS or "
+                        "/etc/solargw/solargw.toml)")
     parser.add_argument("--device", help="override [zigbee] device for this run")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        settings = load()
+        settings = load(args.settings)
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
     if args.device:
@@ -32,12 +34,13 @@ def run(args: argparse.Namespace) -> int:
     if not settings.zigbee.enabled:
         log.info("the Zigbee service is disabled in the settings ([zigbee] enabled = false)")
         return 0
+    apply_timezone(settings)
     return asyncio.run(_serve(settings))
 
 
-async def _serve(settings) -> int:
+async def _serve(settings: Settings) -> int:
     from appliance.mqtt import make_publisher
-    from appliance.store import Store
+    from appliance.store import Store, StoreError
     from appliance.zigbee.service import ZigbeeService, check_settings
 
     try:
@@ -47,8 +50,8 @@ async def _serve(settings) -> int:
 
     try:
         store = Store.from_settings(settings)
-    except OSError as exc:
-        raise CommandError(f"cannot open the data directory {settings.data_dir}: {exc}") from None
+    except StoreError as exc:
+        raise CommandError(str(exc)) from None
     publisher = make_publisher(settings, service="zigbee", store=store)
     service = ZigbeeService(settings, store, publisher)
     loop = asyncio.get_running_loop()

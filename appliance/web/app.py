@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from flask import Blueprint, Flask, current_app
 
 from appliance import __version__
-from appliance.settings import Settings, load
+from appliance.settings import Settings, apply_timezone, load
 
 if TYPE_CHECKING:
     from appliance.store import Store
@@ -117,8 +117,10 @@ class Services:
         })
 
     def apply_settings(self, new: Settings) -> None:
-        """Use ``new`` from now on: the publisher and relay are made again if their sections changed."""
+        """Use ``new`` from now on: the publisher and relay are made again if their sections changed,
+        and the process's local time follows ``[system] timezone``."""
         old_publisher = old_relay = None
+        apply_timezone(new)
         with self._lock:
             old, self.settings = self.settings, new
             if old.mqtt != new.mqtt and self._injected_publisher is None:
@@ -180,8 +182,10 @@ def create_app(settings: Settings | None = None, store: "Store | None" = None, p
     """The collector app. ``settings`` default to :func:`appliance.settings.load`;
     ``store`` to the store in ``settings.data_dir``; ``publisher`` (an object
     with ``publish(recorded)`` ...) to the MQTT publisher when MQTT is enabled,
-    made on first use in the serving process."""
+    made on first use in the serving process. The process's local time becomes
+    ``[system] timezone`` (:func:`appliance.settings.apply_timezone`)."""
     settings = settings if settings is not None else load()
+    apply_timezone(settings)
     if store is None:
         from appliance.store import Store
 

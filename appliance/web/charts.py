@@ -73,17 +73,19 @@ def power_over_day(samples: list[tuple[float, float]], start: float, end: float,
         y = HEIGHT - BOTTOM - span_y * max(0.0, watts) / top
         return f"{x:.1f},{y:.1f}"
 
+    def draw(points: list[str]) -> None:  # a lone reading between gaps is a dot, not lost
+        if points:
+            chart.paths.append("M" + " L".join(points) if len(points) > 1 else f"M{points[0]} l1,0")
+
     path: list[str] = []
     previous = None
     for ts, watts in samples:
-        if previous is None or ts - previous > GAP_SECONDS:
-            if len(path) > 1:
-                chart.paths.append("M" + " L".join(path))
+        if previous is not None and ts - previous > GAP_SECONDS:
+            draw(path)
             path = []
         path.append(xy(ts, watts))
         previous = ts
-    if path:
-        chart.paths.append("M" + " L".join(path) if len(path) > 1 else f"M{path[0]} l1,0")
+    draw(path)
     for hour in range(0, 25, 3):
         x = LEFT + span_x * hour / 24
         chart.x_ticks.append((round(x, 1), f"{hour:02d}:00"))

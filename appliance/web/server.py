@@ -95,6 +95,8 @@ def check_bind(bind: str) -> str | None:
         port = int(port_text)
     except ValueError:
         return f"{bind!r} is not HOST:PORT"
+    if not 0 <= port < 65536:
+        return f"{bind!r}: {port} is not a port number"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:

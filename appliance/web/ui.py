@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import tomli_w
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
 
-from appliance.reading import COMMON_FIELDS
+from appliance.reading import COMMON_FIELDS, unit_for
 from appliance.settings import Settings, SettingsError, from_dict, load, save
 from appliance.web import auth, charts, settings_form
 from appliance.web.app import services
@@ -38,7 +38,6 @@ LOGIN_WINDOW, LOGIN_ATTEMPTS = 300, 5
 
 # --- formatting -----------------------------------------------------------------------------
 
-SUFFIX_UNITS = (("_wh", "Wh"), ("_kwh", "kWh"), ("_w", "W"), ("_v", "V"), ("_a", "A"), ("_hz", "Hz"), ("_c", "°C"))
 LABELS = {
     "ac_power_w": "AC power", "ac_voltage_v": "AC voltage", "ac_frequency_hz": "AC frequency",
     "dc_current_a": "DC current", "dc_current_1_a": "DC current, input 1", "dc_current_2_a": "DC current, input 2",
@@ -46,16 +45,6 @@ LABELS = {
     "efficiency_ratio": "Efficiency", "energy_today_wh": "Energy today (inverter's counter)",
     "lifetime_wh": "Lifetime energy (inverter's counter)", "state": "State", "alarms": "Alarms",
 }
-
-
-def unit_for(name: str) -> str:
-    """The unit of a field: the canonical table first, else the suffix its name carries."""
-    if name in COMMON_FIELDS:
-        return COMMON_FIELDS[name]
-    for suffix, unit in SUFFIX_UNITS:
-        if name.endswith(suffix):
-            return unit
-    return ""
 
 
 def label_for(name: str) -> str:
@@ -211,8 +200,8 @@ def save_sections(new: Settings, sections: tuple[str, ...]) -> None:
 
 def use_settings(new: Settings) -> None:
     """Make this process use ``new`` now, without a restart (the MQTT publisher and the
-    relay are made again when their sections changed). The net and Zigbee services
-    watch the file themselves."""
+    relay are made again when their sections changed, the time zone is set). The net
+    service watches the file itself; the Zigbee service reads it only when it starts."""
     services().apply_settings(new)
 
 

@@ -1,0 +1,196 @@
+"""No traceback reaches a user: every ``solargw`` command, run for real, with bad input.
+
+Each case must exit non-zero with one clear line on stderr (the last one; argparse
+prints its usage above it) and never a traceback, and services must refuse bad
+settings at once instead of starting.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SOLARGW = str(Path(sys.executable).with_name("solargw"))
+
+BAD_SETTINGS = {
+    "not_toml": ("[web\nport = 8080\n", "not valid TOML"),
+    "unknown_key": ("[web]\nprot = 8080\n", "[web] unknown key 'prot'"),
+    "bad_value": ('[web]\nport = "x"\n', "[web] port: expected a whole number, got 'x'"),
+}
+
+# Every command that reads the settings file, with arguments that would otherwise be fine.
+SETTINGS_READERS = {
+    "web": ["web", "--bind", "127.0.0.1:0"],
+    "zigbee": ["zigbee", "--device", "socket://127.0.0.1:9"],
+    "net run": ["net", "run", "--no-firewall"],
+    "net render": ["net", "render", "dnsmasq"],
+    "net clients": ["net", "clients"],
+    "firmware verify": ["firmware", "verify", "--device", "socket://127.0.0.1:9", "--timeout", "1"],
+}
+
+
+def solargw(*args: str, tmp_path: Path, settings: Path | None = None, timeout: float = 15) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOLARGW_", "NEP_"))}
+    env["SOLARGW_SETTINGS"] = str(settings or tmp_path / "absent.toml")
+    env["SOLARGW_DATA_DIR"] = str(tmp_path / "data")
+    return subprocess.run([SOLARGW, *args], capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=tmp_path, stdin=subprocess.DEVNULL)
+
+
+def assert_refused(result: subprocess.CompletedProcess, message: str) -> None:
+    everything = result.stdout + result.stderr
+    assert "Traceback" not in everything, everything
+    assert result.returncode != 0, everything
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines, f"nothing on stderr; stdout: {result.stdout}"
+    last = lines[-1]
+    assert last.startswith("solargw"), last
+    assert message in last, f"{message!r} not in {last!r}"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", BAD_SETTINGS)
+@pytest.mark.parametrize("command", SETTINGS_READERS)
+def test_bad_settings_file_is_refused_in_one_line(tmp_path, command, kind):
+    text, message = BAD_SETTINGS[kind]
+    settings = tmp_path / "solargw.toml"
+    settings.write_text(text)
+    result = solargw(*SETTINGS_READERS[command], tmp_path=tmp_path, settings=settings)
+    assert_refused(result, message)
+    assert f"solargw {command.split()[0]}: " in result.stderr
+
+
+@pytest.mark.parametrize("command", ["web", "zigbee"])
+def test_data_dir_that_is_a_file(tmp_path, command):
+    (tmp_path / "data").write_text("not a directory")
+    result = solargw(*SETTINGS_READERS[command], tmp_path=tmp_path)
+    assert_refused(result, f"cannot create the data directory {tmp_path / 'data'}")
+
+
+@pytest.mark.parametrize("command", ["web", "zigbee"])
+def test_data_dir_with_a_corrupt_database(tmp_path, command):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "solargw.db").write_bytes(b"this is not an SQLite database\n" * 100)
+    result = solargw(*SETTINGS_READERS[command], tmp_path=tmp_path)
+    assert_refused(result, "file is not a database")
+    assert (tmp_path / "data" / "solargw.db").read_bytes() == b"this is not an SQLite database\n" * 100
+
+
+def test_bad_setting_in_a_section_that_the_command_checks(tmp_path):
+    settings = tmp_path / "solargw.toml"
+    settings.write_text("[zigbee]\nchannel = 40\n")
+    assert_refused(solargw("zigbee", "--settings", str(settings), tmp_path=tmp_path), "[zigbee] channel")
+    settings.write_text("[web]\nport = 70000\n")
+    assert_refused(solargw("web", "--settings", str(settings), tmp_path=tmp_path), "is not a port number")
+    settings.write_text('[access_point]\naddress = "10.42.0.1/40"\n')
+    assert_refused(solargw("net", "run", "--settings", str(settings), "--no-firewall", tmp_path=tmp_path),
+                   "[access_point] address")
+
+
+NONSENSE = {
+    "unknown command": (["frobnicate"], "invalid choice: 'frobnicate'"),
+    "decode not hex": (["decode", "zz"], "not hex"),
+    "decode wrong length": (["decode", "7926"], "solargw decode:"),
+    "web bind": (["web", "--bind", "nonsense"], "'nonsense' is not HOST:PORT"),
+    "web port": (["web", "--bind", "127.0.0.1:99999"], "99999 is not a port number"),
+    "web host": (["web", "--bind", "no-such-host.invalid:8080"], "cannot listen on no-such-host.invalid:8080"),
+    "net render what": (["net", "render", "apache"], "invalid choice: 'apache'"),
+    "firmware action": (["firmware", "burn"], "invalid choice: 'burn'"),
+    "firmware timeout": (["firmware", "verify", "--device", "/dev/null", "--timeout", "0"], "--timeout 0"),
+    "simulate family": (["simulate", "sma"], "invalid choice: 'sma'"),
+    "simulate nep model": (["simulate", "nep", "--models", "bdm999", "--rounds", "1"], "unknown model 'bdm999'"),
+    "simulate nep url": (["simulate", "nep", "--url", "ftp://x/", "--rounds", "1"], "expected http://HOST[:PORT]"),
+    "simulate nep start": (["simulate", "nep", "--start", "25:00"], "'25:00' is not HH:MM"),
+    "simulate nep interval": (["simulate", "nep", "--interval", "-1"], "must be above 0"),
+    "simulate nep inverters": (["simulate", "nep", "--inverters", "0"], "--inverters must be at least 1"),
+    "simulate enecsys port": (["simulate", "enecsys", "--port", "70000"], "70000 is not a port number"),
+    "simulate enecsys host": (["simulate", "enecsys", "--host", "no-such-host.invalid"], "cannot listen on"),
+    "demo port": (["demo", "--port", "-5"], "-5 is not a port number"),
+    "firstboot unknown option": (["firstboot", "--bootdir", "/boot"], "unrecognized arguments"),
+}
+
+
+@pytest.mark.parametrize("case", NONSENSE)
+def test_nonsense_arguments(tmp_path, case):
+    args, message = NONSENSE[case]
+    assert_refused(solargw(*args, tmp_path=tmp_path), message)
+
+
+def test_demo_with_an_unusable_directory(tmp_path):
+    (tmp_path / "file").write_text("")
+    assert_refused(solargw("demo", "--dir", str(tmp_path / "file" / "demo"), tmp_path=tmp_path),
+                   f"cannot use {tmp_path / 'file' / 'demo'}")
+
+
+def test_missing_files_and_devices(tmp_path):
+    missing = tmp_path / "missing.hex"
+    assert_refused(solargw("firmware", "check", str(missing), tmp_path=tmp_path), "No such file")
+    assert_refused(solargw("firmware", "flash", str(missing), "--device", "/dev/ttyUSB9", "--dry-run",
+                           tmp_path=tmp_path), "refusing to flash")
+    not_hex = tmp_path / "notes.hex"
+    not_hex.write_text("hello\n")
+    assert_refused(solargw("firmware", "check", str(not_hex), tmp_path=tmp_path), "not a valid Intel HEX")
+    assert_refused(solargw("firmware", "verify", "--device", str(tmp_path / "ttyUSB9"), "--timeout", "2",
+                           tmp_path=tmp_path), str(tmp_path / "ttyUSB9"))
+    assert_refused(solargw("firmware", "verify", "--device", f"socket://127.0.0.1:{closed_port()}",
+                           "--timeout", "2", tmp_path=tmp_path), "socket://127.0.0.1:")
+    (tmp_path / "leases").mkdir()
+    assert_refused(solargw("net", "clients", "--leases", str(tmp_path / "leases"), tmp_path=tmp_path),
+                   f"cannot read the leases {tmp_path / 'leases'}")
+    assert_refused(solargw("net", "render", "dnsmasq", "--output", str(not_hex / "dnsmasq.conf"),
+                           tmp_path=tmp_path), "cannot write")
+
+
+def test_simulator_whose_collector_is_not_there(tmp_path):
+    url = f"http://127.0.0.1:{closed_port()}/"
+    result = solargw("simulate", "nep", "--url", url, "--rounds", "1", "--start", "12:00", "--quiet",
+                     tmp_path=tmp_path)
+    assert_refused(result, f"3 of 3 posts failed (is the collector listening at {url}?)")
+
+
+def test_firstboot_with_a_boot_file_that_is_not_toml(tmp_path):
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "root" / "etc").mkdir(parents=True)
+    (tmp_path / "boot" / "solargw.toml").write_text("[access_point\nssid = 'x'\n")
+    result = solargw("firstboot", "--boot-dir", str(tmp_path / "boot"), "--root", str(tmp_path / "root"),
+                     tmp_path=tmp_path)
+    assert_refused(result, "solargw.toml: not valid TOML")
+    assert (tmp_path / "boot" / "solargw.toml").read_text() == "[access_point\nssid = 'x'\n"  # kept as it was
+
+
+@pytest.mark.xfail(strict=True, reason="firstboot lets the OSError of a missing --root escape as a traceback "
+                   "(appliance/commands/firstboot.py catches PermissionError only); remove this mark once fixed")
+def test_firstboot_with_a_root_that_does_not_exist(tmp_path):
+    result = solargw("firstboot", "--boot-dir", str(tmp_path / "no-boot"), "--root", str(tmp_path / "no-root"),
+                     tmp_path=tmp_path)
+    assert_refused(result, str(tmp_path / "no-root"))
+
+
+def test_zigbee_service_with_a_missing_stick_says_so_and_keeps_retrying(tmp_path):
+    """Not an exit: a stick unplugged at boot is retried with backoff (issue 5), in one clear line each time."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOLARGW_", "NEP_"))}
+    env.update(SOLARGW_SETTINGS=str(tmp_path / "absent.toml"), SOLARGW_DATA_DIR=str(tmp_path / "data"))
+    stick = tmp_path / "ttyUSB9"
+    service = subprocess.Popen([SOLARGW, "zigbee", "--device", str(stick)], stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert select.select([service.stderr], [], [], 15)[0], "the service said nothing within 15 s"
+        line = service.stderr.readline()
+        assert f"{stick}: cannot talk to the stick" in line and "retrying" in line, line
+        assert service.poll() is None
+    finally:
+        service.send_signal(signal.SIGTERM)
+        _, rest = service.communicate(timeout=15)
+    assert "Traceback" not in line + rest, rest
+    assert service.returncode == 0
