@@ -11,7 +11,12 @@ import importlib
 import logging
 import sys
 
+from typing import TYPE_CHECKING
+
 from appliance import __version__
+
+if TYPE_CHECKING:
+    from appliance.settings import Settings
 
 COMMAND_MODULES = (
     "decode",
@@ -27,6 +32,16 @@ COMMAND_MODULES = (
 
 class CommandError(Exception):
     """A user-facing failure: the message is printed as is, exit status 2."""
+
+
+def load_settings(path: str | None = None) -> "Settings":
+    """The settings file (``path``, else the default) with a bad one turned into a ``CommandError``."""
+    from appliance.settings import SettingsError, load
+
+    try:
+        return load(path)
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

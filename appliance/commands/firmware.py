@@ -11,8 +11,7 @@ import json
 import shlex
 import sys
 
-from appliance import settings as settings_module
-from appliance.cli import CommandError
+from appliance.cli import CommandError, load_settings
 from appliance.firmware import flash, hexcheck
 
 EPILOG = """\
@@ -113,10 +112,7 @@ def run_verify(args: argparse.Namespace) -> int:
     timeout = stick.CONNECT_TIMEOUT if args.timeout is None else args.timeout
     if not timeout > 0:
         raise CommandError(f"--timeout {timeout}: expected a number of seconds above 0")
-    try:
-        zigbee = settings_module.load().zigbee
-    except settings_module.SettingsError as exc:
-        raise CommandError(str(exc)) from None
+    zigbee = load_settings().zigbee
     try:
         report = asyncio.run(stick.inspect_device(args.device, timeout=timeout))
     except stick.StickError as exc:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from appliance import settings as settings_module
-from appliance.cli import CommandError
+from appliance.cli import CommandError, load_settings
 from appliance.net import clients, hostapd, wpa
 from appliance.net.addressing import NetConfigError
 from appliance.net.plan import RUN_DIR, RuntimePaths, build, with_interface
@@ -62,10 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace) -> settings_module.Settings:
-    try:
-        return with_interface(settings_module.load(args.settings), args.interface)
-    except settings_module.SettingsError as exc:
-        raise CommandError(str(exc)) from None
+    return with_interface(load_settings(args.settings), args.interface)
 
 
 def _paths(args: argparse.Namespace) -> RuntimePaths:

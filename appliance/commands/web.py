@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from appliance.cli import CommandError
-from appliance.settings import SettingsError, load
+from appliance.cli import CommandError, load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,10 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from appliance.store import Store, StoreError
     from appliance.web.server import WebServer, check_bind, format_bind, print_ready
 
-    try:
-        settings = load(args.settings)
-    except SettingsError as exc:
-        raise CommandError(str(exc)) from None
+    settings = load_settings(args.settings)
     binds = args.bind or [format_bind(settings.web.listen_addr, settings.web.port)]
     for bind in binds:
         problem = check_bind(bind)

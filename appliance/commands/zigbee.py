@@ -6,8 +6,8 @@ import asyncio
 import logging
 import signal
 
-from appliance.cli import CommandError
-from appliance.settings import Settings, SettingsError, apply_timezone, load
+from appliance.cli import CommandError, load_settings
+from appliance.settings import Settings, apply_timezone
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load(args.settings)
-    except SettingsError as exc:
-        raise CommandError(str(exc)) from None
+    settings = load_settings(args.settings)
     if args.device:
         settings.zigbee.device = args.device
     if not settings.zigbee.enabled:

@@ -9,9 +9,7 @@ different after an update.
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
-import re
 import shutil
 import subprocess
 import tempfile
