@@ -107,7 +107,7 @@ class ZigbeeSettings:
     device: str = "auto"
     """Serial path, ``socket://host:port`` or ``auto`` (the Sonoff dongle under /dev/serial/by-id)."""
     channel: int = 13
-    pan_id: int = 0x02AA
+    pan_id: int = 0x02AA  # the only PAN id Enecsys inverters join (protocols.enecsys.PAN_ID)
     extended_pan_id: str = "d3:73:39:d4:cb:1c:60:bb"
     telemetry_json: str = ""
     """Optional path of a seed-PoC-shaped telemetry.json."""

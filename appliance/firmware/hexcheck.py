@@ -27,7 +27,9 @@ from pathlib import Path
 
 from intelhex import IntelHex, IntelHexError
 
-ENECSYS_KEY = b"ENCSYS-SOLAR-NET"
+from appliance.protocols import enecsys
+
+ENECSYS_KEY = enecsys.TC_LINK_KEY
 ALLIANCE_KEY = b"ZigBeeAlliance09"
 DISTRIBUTED_KEY = bytes(range(0xD0, 0xE0))
 DEFAULT_NETWORK_KEY = bytes.fromhex("01030507090b0d0f00020406080a0c0d")

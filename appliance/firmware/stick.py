@@ -21,9 +21,10 @@ from zigpy_znp.exceptions import CommandNotRecognized
 from zigpy_znp.types.nvids import OsalNvIds
 
 from appliance.firmware.hexcheck import PROFILE_FORWARDING_SINCE, revision_date
+from appliance.protocols import enecsys
 
-ENECSYS_PAN_ID = 0x02AA
-ENECSYS_STACK_PROFILE = 0
+ENECSYS_PAN_ID = enecsys.PAN_ID
+ENECSYS_STACK_PROFILE = enecsys.STACK_PROFILE
 DEFAULT_STACK_PROFILE = 2
 CONNECT_TIMEOUT = 30.0
 #: zigpy-znp's ``ZNP.version`` values.

@@ -26,6 +26,14 @@ from enum import StrEnum
 
 from appliance.reading import EnergyCounter, FieldValue, FrameError, Reading
 
+# The network the inverters join, and how their frames travel (protocols.md section 2).
+TC_LINK_KEY = b"ENCSYS-SOLAR-NET"
+PAN_ID = 0x02AA
+STACK_PROFILE = 0
+PROFILE_ID = 0xC00F
+CLUSTER_ID = 0x0057
+ENDPOINT = 1
+
 CHECKSUM_TOTAL = 0xA9
 IEEE_PREFIX = 0x34C69A00
 TYPE_REPORT = b"\x57\x00"

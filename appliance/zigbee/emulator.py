@@ -46,12 +46,14 @@ from zigpy_znp.exceptions import InvalidFrame
 from zigpy_znp.frames import GeneralFrame, TransportFrame
 from zigpy_znp.types.nvids import ExNvIds, NvSysIds, OsalNvIds
 
+from appliance.protocols import enecsys
+
 log = logging.getLogger(__name__)
 
 ALIGN = True  # CC26x2/CC13x2 structs are padded (zigpy-znp detects this via UTIL.AssocFindDevice)
 LEGACY = (NvSysIds.ZSTACK, ExNvIds.LEGACY)
 DEFAULT_TC_LINK_KEY = b"ZigBeeAlliance09"
-ENECSYS_TC_LINK_KEY = b"ENCSYS-SOLAR-NET"
+ENECSYS_TC_LINK_KEY = enecsys.TC_LINK_KEY
 COORDINATOR_NWK = 0x0000
 
 CAPABILITIES = (

@@ -53,9 +53,9 @@ from appliance.zigbee.telemetry import TelemetryFile
 
 log = logging.getLogger(__name__)
 
-ENECSYS_CLUSTER = 0x0057
-ENECSYS_PROFILE = 0xC00F
-ENECSYS_ENDPOINT = 1
+ENECSYS_CLUSTER = enecsys.CLUSTER_ID
+ENECSYS_PROFILE = enecsys.PROFILE_ID
+ENECSYS_ENDPOINT = enecsys.ENDPOINT
 STACK_PROFILE_ENECSYS = stick_check.ENECSYS_STACK_PROFILE
 PERMIT_SECONDS = 254  # zigpy's maximum
 FAMILY = "enecsys"
