@@ -261,10 +261,16 @@ def _decode_i(body: bytes, model: str, received_at: float) -> Reading:
         dc_current_1_a=cur1, dc_current_2_a=cur2, ac_frequency_hz=freq, temperature_c=temp,
         energy_today_wh=energy, mode_code=mode, unknown_41=unknown,
     )
+    return _report(body, fields, raw, notes, ok, received_at, shown_model, guessed, energy_wh)
+
+
+def _report(body: bytes, fields: dict, raw: dict, notes: list[str], ok: bool, received_at: float,
+            model: str, guessed: bool, energy_wh: float) -> Reading:
+    """The Reading both packet sizes decode into."""
     return Reading(
         family="nep",
         serial=f"{raw['serial']:08x}",
-        model=shown_model,
+        model=model,
         kind="report",
         fields=fields,
         raw=raw,
@@ -349,20 +355,7 @@ def _decode_t(body: bytes, model: str, received_at: float) -> Reading:
     else:
         state = "standby"
     fields["state"] = state
-    return Reading(
-        family="nep",
-        serial=f"{raw['serial']:08x}",
-        model=shown_model,
-        kind="report",
-        fields=fields,
-        raw=raw,
-        frame=body,
-        checksum_ok=ok,
-        timestamp=received_at,
-        model_guessed=guessed,
-        energy=EnergyCounter("daily", energy_wh),
-        notes=tuple(notes),
-    )
+    return _report(body, fields, raw, notes, ok, received_at, shown_model, guessed, energy_wh)
 
 
 # --- encoding -------------------------------------------------------------------------------
