@@ -1,0 +1,261 @@
+"""The SD-card image: its boot partition for Pi 3/4/Zero 2 W, then booted in QEMU.
+
+Marker ``image`` (``make test-image``): builds the image unless a fresh one is
+in build/ (newer than every source it is made from), then boots it in
+``qemu-system-aarch64 -M virt`` and ``-M raspi3b`` (see image/boottest.py).
+Figures (boot-to-ready, service memory) go to build/boottest-<machine>.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "image"))
+import boottest
+
+from appliance import __version__
+
+IMAGE = REPO / "build" / f"solargw-{__version__}-arm64.img"
+SOURCES = ("appliance", "ansible", "image", "pyproject.toml")
+SERVICES = ("solargw-web", "solargw-zigbee", "solargw-net", "mosquitto")
+
+
+def newest_source() -> float:
+    newest = 0.0
+    for name in SOURCES:
+        path = REPO / name
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()
+                                                and "__pycache__" not in p.parts]
+        newest = max([newest, *(p.stat().st_mtime for p in files)])
+    return newest
+
+
+@pytest.fixture(scope="module")
+def image() -> Path:
+    """A fresh image (built if needed); SOLARGW_TEST_IMAGE=path tests that image as it is."""
+    if os.environ.get("SOLARGW_TEST_IMAGE"):
+        return Path(os.environ["SOLARGW_TEST_IMAGE"])
+    if os.geteuid() != 0:
+        pytest.fail("the image tests need root (debootstrap, chroot): run them as root")
+    if not IMAGE.exists() or IMAGE.stat().st_mtime < newest_source():
+        subprocess.run([sys.executable, str(REPO / "image/build.py"), "--no-compress"], check=True)
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def boot(image: Path) -> boottest.BootPartition:
+    return boottest.BootPartition(image)
+
+
+# -- the card as the Pi firmware sees it -----------------------------------------------------
+
+def test_partition_table(image):
+    boot_part, root_part = boottest.partitions(image)
+    assert boot_part.type == 0x0C and root_part.type == 0x83
+    assert boot_part.start % (4 << 20) == 0  # aligned for SD erase blocks
+    label = subprocess.run(["blkid", "-p", "-o", "value", "-s", "LABEL", "-O", str(root_part.start),
+                            str(image)], capture_output=True, text=True, check=True).stdout.strip()
+    assert label == "solargw-root"
+
+
+@pytest.mark.parametrize(
+    ("model", "dtb", "firmware"),
+    [
+        ("Pi 3 B", "bcm2837-rpi-3-b.dtb", ("bootcode.bin", "start.elf", "fixup.dat")),
+        ("Pi 3 B+", "bcm2837-rpi-3-b-plus.dtb", ("bootcode.bin", "start.elf", "fixup.dat")),
+        ("Pi 4 B", "bcm2711-rpi-4-b.dtb", ("start4.elf", "fixup4.dat")),
+        ("Pi 400", "bcm2711-rpi-400.dtb", ("start4.elf", "fixup4.dat")),
+        ("Pi Zero 2 W", "bcm2837-rpi-zero-2-w.dtb", ("bootcode.bin", "start.elf", "fixup.dat")),
+    ],
+)
+def test_boot_partition_boots(boot, model, dtb, firmware):
+    """Debian ships the mainline device-tree names (bcm2837-*, not the vendor's bcm2710-*);
+    ``upstream_kernel=1`` in config.txt makes the Pi firmware load exactly those."""
+    files = set(boot.list())
+    missing = [name for name in (dtb, *firmware) if name not in files]
+    assert not missing, f"{model}: missing {missing} in the boot partition ({sorted(files)})"
+    assert boot.read(dtb)[:4] == b"\xd0\x0d\xfe\xed", f"{dtb} is not a flattened device tree"
+
+
+def test_config_txt_boots_the_debian_kernel_in_64_bit(boot):
+    config = boot.read("config.txt").decode()
+    files = set(boot.list())
+    assert re.search(r"^arm_64bit=1$", config, re.MULTILINE)
+    assert re.search(r"^upstream_kernel=1$", config, re.MULTILINE)
+    kernel = re.search(r"^kernel=(\S+)$", config, re.MULTILINE).group(1)
+    initrd = re.search(r"^initramfs (\S+)", config, re.MULTILINE).group(1)
+    assert kernel.startswith("vmlinuz-") and kernel.endswith("-arm64") and kernel in files
+    assert initrd.startswith("initrd.img-") and initrd in files
+    assert boot.read(kernel)[:2] == b"\x1f\x8b" or b"ARM\x64" in boot.read(kernel)[:64]
+    assert re.search(r"^gpu_mem=16$", config, re.MULTILINE)  # from /etc/default/raspi-firmware-custom
+
+
+def test_cmdline_selects_root_by_label(boot):
+    cmdline = boot.read("cmdline.txt").decode().split()
+    assert "root=LABEL=solargw-root" in cmdline
+    assert "rootwait" in cmdline or any(a.startswith("rootwait") for a in cmdline)
+    assert "console=ttyS1,115200" in cmdline and "cma=64M" in cmdline
+
+
+def test_first_boot_example_is_shipped(boot):
+    text = boot.read("solargw.toml").decode()
+    assert "[access_point]" in text and "# passphrase =" in text
+    assert text == (REPO / "image/solargw.toml.example").read_text()
+
+
+# -- booted in QEMU -virt ----------------------------------------------------------------------
+
+def save_figures(machine: str, figures: dict) -> None:
+    path = REPO / "build" / f"boottest-{machine}.json"
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\n{machine}: {json.dumps(figures)}")
+
+
+@pytest.fixture(scope="module")
+def virt(image):
+    guest = boottest.Guest(image, "virt")
+    guest.prepare()
+    guest.start()
+    try:
+        ssh_after = guest.wait_ssh(600)
+        state, ready = guest.wait_ready(600)
+        guest.figures = {"ssh_after_s": round(ssh_after), "ready_after_s": round(ready), "state": state}
+        yield guest
+    finally:
+        guest.stop()
+        (REPO / "build" / "boottest-virt-serial.log").write_text(guest.tail(2000))
+        guest.cleanup()
+
+
+def test_virt_services_active_and_nothing_failed(virt):
+    states = boottest.unit_states(virt, SERVICES + ("solargw-firstboot",))
+    assert states == {u: "active" for u in states}, states
+    assert boottest.failed_units(virt) == []
+    assert virt.figures["state"] == "running"
+    memory = boottest.service_memory(virt)
+    virt.figures["memory_mib"] = {k: round(v, 1) for k, v in memory.items()}
+    save_figures("virt", virt.figures)
+
+
+def test_virt_first_boot_file_applied(virt):
+    # SSH works only because the first-boot file's key was installed.
+    settings = virt.ssh("cat /etc/solargw/solargw.toml").stdout.decode()
+    assert f'ssid = "{boottest.TEST_SSID}"' in settings
+    assert re.search(r'password_hash = "(scrypt|pbkdf2):', settings)
+    boot_file = virt.ssh("cat /boot/firmware/solargw.toml").stdout.decode()
+    assert "applied on" in boot_file
+    assert boottest.TEST_PASSPHRASE not in boot_file and boottest.TEST_ADMIN_PASSWORD not in boot_file
+    assert virt.ssh("readlink /etc/localtime").stdout.decode().strip().endswith(boottest.TEST_TIMEZONE)
+    assert virt.ssh("stat -c %U:%G:%a /etc/solargw/solargw.toml").stdout.decode().strip() == \
+        "solargw:solargw:640"
+    assert virt.ssh("ls /etc/ssh/").stdout.decode().count("_key.pub") >= 2
+    machine_id = virt.ssh("cat /etc/machine-id").stdout.decode().strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", machine_id)
+
+
+def test_virt_web_runs_unprivileged_on_port_80(virt):
+    procs = "/sys/fs/cgroup/system.slice/solargw-web.service/cgroup.procs"
+    users = virt.ssh(f"for pid in $(cat {procs}); do stat -c %U /proc/$pid; done").stdout.decode().split()
+    assert users and set(users) == {"solargw"}, users
+    caps = virt.ssh("grep CapEff /proc/$(systemctl show -p MainPID --value solargw-web)/status").stdout
+    assert caps.split()[-1] == b"0000000000000400", caps  # CAP_NET_BIND_SERVICE only
+    page = requests.get(f"http://127.0.0.1:{virt.ports[80]}/login", timeout=30)
+    assert page.status_code == 200 and "password" in page.text.lower()
+
+
+def test_virt_nep_report_reaches_json_metrics_and_mqtt(virt):
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    messages: list[tuple[str, bytes]] = []
+    subscribed = threading.Event()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="boottest")
+    client.on_connect = lambda c, *a: c.subscribe("#")
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_message = lambda c, u, m: messages.append((m.topic, bytes(m.payload)))
+    client.connect("127.0.0.1", virt.ports[1883])
+    client.loop_start()
+    try:
+        assert subscribed.wait(30), "no MQTT subscription through the forwarded port"
+        done = subprocess.run(
+            [sys.executable, "-m", "appliance", "simulate", "nep", "--url",
+             f"http://127.0.0.1:{virt.ports[80]}/", "--inverters", "1", "--rounds", "1",
+             "--seed", "99", "--start", "12:00"],
+            capture_output=True, text=True, timeout=120, check=True)
+        serial = re.search(r"^inverter ([0-9a-f]{8}) ", done.stdout, re.MULTILINE).group(1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any(serial in topic or serial.encode() in payload for topic, payload in messages):
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"{serial} not seen on MQTT; topics: {sorted({t for t, _ in messages})[:20]}")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    data = requests.get(f"http://127.0.0.1:{virt.ports[80]}/data.json", timeout=30)
+    assert data.status_code == 200 and serial in data.text
+    metrics = requests.get(f"http://127.0.0.1:{virt.ports[80]}/metrics", timeout=30)
+    assert metrics.status_code == 200
+    assert re.search(rf'^solargw_\w+\{{[^}}]*serial="{serial}"[^}}]*\}} ', metrics.text, re.MULTILINE)
+
+
+def test_virt_wifi_access_point_with_hwsim(virt):
+    result = boottest.run_wifi_test(virt)
+    virt.figures["wifi"] = result
+    save_figures("virt", virt.figures)
+    assert result["associated"], result
+    assert result["lease"] and result["lease_ip"].startswith("10.42.0."), result
+    assert result["dns"], result
+    assert result["posted"], result
+    assert result["wrong_passphrase_refused"], result
+    data = requests.get(f"http://127.0.0.1:{virt.ports[80]}/data.json", timeout=30).text
+    assert result["serial"] and result["serial"] in data
+
+
+def test_virt_wifi_firmware_for_every_model(virt):
+    files = virt.ssh("ls /usr/lib/firmware/brcm/").stdout.decode().split()
+    # Pi 3 B and Zero 2 W: BCM43430 (+ each board's NVRAM); Pi 3 B+/4/400: BCM43455.
+    for name in ("brcmfmac43430-sdio.bin", "brcmfmac43430-sdio.raspberrypi,3-model-b.txt",
+                 "brcmfmac43430-sdio.raspberrypi,model-zero-2-w.txt", "brcmfmac43455-sdio.bin"):
+        assert name in files, f"{name} (Wi-Fi firmware) missing"
+
+
+# -- booted in QEMU -M raspi3b ----------------------------------------------------------------
+
+def test_raspi3b_boots_from_the_sd_card(image):
+    guest = boottest.Guest(image, "raspi3b")
+    guest.prepare()
+    guest.start()
+    try:
+        ssh_after = guest.wait_ssh(900)
+        state, ready = guest.wait_ready(600)
+        root = guest.ssh("findmnt -n -o SOURCE /").stdout.decode().strip()
+        model = guest.ssh("tr -d '\\0' < /proc/device-tree/model").stdout.decode().strip()
+        states = boottest.unit_states(guest, SERVICES)
+        failed = boottest.failed_units(guest)
+        page = requests.get(f"http://127.0.0.1:{guest.ports[80]}/login", timeout=60)
+        save_figures("raspi3b", {"ssh_after_s": round(ssh_after), "ready_after_s": round(ready),
+                                 "state": state, "root": root, "model": model,
+                                 "memory_mib": {k: round(v, 1) for k, v in boottest.service_memory(guest).items()}})
+    finally:
+        guest.stop()
+        (REPO / "build" / "boottest-raspi3b-serial.log").write_text(guest.tail(2000))
+        guest.cleanup()
+    assert root.startswith("/dev/mmcblk0p2"), root
+    assert "Raspberry Pi 3" in model
+    assert states == {u: "active" for u in SERVICES}, states
+    assert failed == [], failed
+    assert page.status_code == 200
