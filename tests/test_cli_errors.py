@@ -169,8 +169,6 @@ def test_firstboot_with_a_boot_file_that_is_not_toml(tmp_path):
     assert (tmp_path / "boot" / "solargw.toml").read_text() == "[access_point\nssid = 'x'\n"  # kept as it was
 
 
-@pytest.mark.xfail(strict=True, reason="firstboot lets the OSError of a missing --root escape as a traceback "
-                   "(appliance/commands/firstboot.py catches PermissionError only); remove this mark once fixed")
 def test_firstboot_with_a_root_that_does_not_exist(tmp_path):
     result = solargw("firstboot", "--boot-dir", str(tmp_path / "no-boot"), "--root", str(tmp_path / "no-root"),
                      tmp_path=tmp_path)

@@ -27,12 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.root.is_dir():
+        raise CommandError(f"--root {args.root}: no such directory")
     try:
         result = FirstBoot(args.boot_dir, root=args.root, settings_path=args.settings).run()
     except (FirstBootError, SettingsError) as exc:
         raise CommandError(str(exc)) from None
     except PermissionError as exc:
         raise CommandError(f"cannot write {exc.filename}: permission denied (run as root)") from None
+    except OSError as exc:
+        raise CommandError(f"{exc.filename or args.root}: {exc.strerror or exc}") from None
     for line in result.applied:
         print(f"applied: {line}")
     for line in result.generated:
