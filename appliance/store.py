@@ -12,6 +12,7 @@ inverter, and dropped after ``keep_days``.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -181,6 +182,14 @@ class Store:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the data directory {self.data_dir}: {exc.strerror}") from None
+        try:
+            # The services share the database through their group (solargw-net runs as root):
+            # SQLite would create it 0644 (minus the umask), and its -wal/-shm copy that mode.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o660))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"cannot create the database {self.path}: {exc.strerror}") from None
         try:
             self._db.executescript(SCHEMA)
         except sqlite3.Error as exc:

@@ -43,9 +43,17 @@ if ! wait_for 120 systemctl is-active hostapd.service; then
     detail="hostapd not active: $(systemctl status --no-pager -n 20 hostapd.service 2>&1 | tr '"\n' "' " | cut -c1-600)"
     result; exit 1
 fi
+# solargw-net gives wlan0 its address once it appears; dnsmasq (bind-dynamic)
+# then opens its DNS socket on that address: a client that joins earlier gets
+# a lease (DHCP listens on every interface) but no answer to its DNS query.
+if ! wait_for 60 sh -c "ip -4 -o addr show dev wlan0 | grep -q inet"; then
+    detail="wlan0 got no address"; result; exit 1
+fi
 ap_addr=$(ip -4 -o addr show dev wlan0 | awk '{print $4}' | cut -d/ -f1)
-wait_for 60 sh -c "ip -4 -o addr show dev wlan0 | grep -q inet" && \
-    ap_addr=$(ip -4 -o addr show dev wlan0 | awk '{print $4}' | cut -d/ -f1)
+if ! wait_for 60 sh -c "ss -H -l -n -u 'sport = :53' | grep -q -F ' $ap_addr:53 '"; then
+    detail="dnsmasq not listening on $ap_addr:53: $(ss -H -l -n -u 'sport = :53' | tr '"\n' "' ")"
+    result; exit 1
+fi
 
 join() {  # join PASSPHRASE LABEL
     cat > "$RUN/$2.conf" <<EOF
@@ -74,8 +82,16 @@ if wait_for 60 sh -c "[ \"\$(ip netns exec $NS wpa_cli -p $RUN/ctrl-good status 
     if ip netns exec $NS udhcpc -i wlan1 -n -q -t 10 -T 3 -s "$script" >"$RUN/udhcpc.log" 2>&1; then
         lease_ip=$(ip -n $NS -4 -o addr show dev wlan1 | awk '{print $4}' | cut -d/ -f1)
         [ -n "$lease_ip" ] && ok_lease=true
-        dns_answer=$(ip netns exec $NS getent ahostsv4 www.nepviewer.net | awk 'NR==1{print $1}')
-        [ -n "$dns_answer" ] && [ "$dns_answer" = "$ap_addr" ] && ok_dns=true
+        # A lookup the moment the lease arrives may race dnsmasq's socket: retry for a while.
+        lookup() { dns_answer=$(ip netns exec $NS getent ahostsv4 www.nepviewer.net | awk 'NR==1{print $1}'); }
+        lookup
+        n=20
+        while [ "$dns_answer" != "$ap_addr" ] && [ $n -gt 0 ]; do sleep 1; n=$((n - 1)); lookup; done
+        if [ -n "$dns_answer" ] && [ "$dns_answer" = "$ap_addr" ]; then
+            ok_dns=true
+        else
+            detail="www.nepviewer.net -> '$dns_answer', resolv.conf: $(tr '"\n' "' " < /etc/netns/$NS/resolv.conf); DNS sockets: $(ss -H -l -n -u 'sport = :53' | tr '"\n' "' ")"
+        fi
         if [ "$ok_dns" = true ]; then
             out=$(ip netns exec $NS /opt/solargw/venv/bin/solargw simulate nep \
                 --url http://www.nepviewer.net/ --inverters 1 --rounds 1 --seed 4242 --start 12:00 2>&1)

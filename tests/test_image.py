@@ -123,6 +123,19 @@ def save_figures(machine: str, figures: dict) -> None:
     print(f"\n{machine}: {json.dumps(figures)}")
 
 
+GUEST_DIAGNOSTICS = ("journalctl -b --no-pager -u solargw-firstboot -u solargw-net -u solargw-web "
+                     "-u solargw-zigbee -u hostapd -u mosquitto; ls -l /var/lib/solargw")
+
+
+def save_guest_diagnostics(guest: boottest.Guest, machine: str) -> None:
+    """The services' journal and the data directory, to build/boottest-<machine>-journal.log."""
+    try:
+        text = guest.ssh(GUEST_DIAGNOSTICS, timeout=60, check=False).stdout.decode(errors="replace")
+    except (OSError, subprocess.SubprocessError) as exc:  # a guest that never came up has no journal
+        text = f"(no diagnostics: {exc})\n"
+    (REPO / "build" / f"boottest-{machine}-journal.log").write_text(text)
+
+
 @pytest.fixture(scope="module")
 def virt(image):
     guest = boottest.Guest(image, "virt")
@@ -134,6 +147,7 @@ def virt(image):
         guest.figures = {"ssh_after_s": round(ssh_after), "ready_after_s": round(ready), "state": state}
         yield guest
     finally:
+        save_guest_diagnostics(guest, "virt")
         guest.stop()
         (REPO / "build" / "boottest-virt-serial.log").write_text(guest.tail(2000))
         guest.cleanup()
@@ -201,7 +215,10 @@ def test_virt_nep_report_reaches_json_metrics_and_mqtt(virt):
                 break
             time.sleep(1)
         else:
-            pytest.fail(f"{serial} not seen on MQTT; topics: {sorted({t for t, _ in messages})[:20]}")
+            journal = virt.ssh("journalctl -b --no-pager -n 40 -u solargw-web; ls -l /var/lib/solargw",
+                               check=False).stdout.decode(errors="replace")
+            pytest.fail(f"{serial} not seen on MQTT; topics: {sorted({t for t, _ in messages})[:20]}\n"
+                        f"guest:\n{journal}")
     finally:
         client.loop_stop()
         client.disconnect()
@@ -210,6 +227,18 @@ def test_virt_nep_report_reaches_json_metrics_and_mqtt(virt):
     metrics = requests.get(f"http://127.0.0.1:{virt.ports[80]}/metrics", timeout=30)
     assert metrics.status_code == 200
     assert re.search(rf'^solargw_\w+\{{[^}}]*serial="{serial}"[^}}]*\}} ', metrics.text, re.MULTILINE)
+
+
+def test_virt_database_is_shared_by_the_services_group(virt):
+    """solargw-net (root), solargw-web and solargw-zigbee (user solargw) share one SQLite database
+    (with its -wal and -shm files): whichever service creates it, group solargw can write to it."""
+    listing = virt.ssh("stat -c '%n %G %a' /var/lib/solargw/solargw.db*").stdout.decode().splitlines()
+    assert listing, "no database in /var/lib/solargw"
+    for line in listing:
+        _name, group, mode = line.split()
+        assert group == "solargw" and int(mode, 8) & 0o060 == 0o060, line
+    assert virt.ssh("journalctl -b --no-pager -u solargw-web -u solargw-net -u solargw-zigbee "
+                    "| grep -c 'readonly database'", check=False).stdout.decode().strip() == "0"
 
 
 def test_virt_wifi_access_point_with_hwsim(virt):
@@ -226,11 +255,14 @@ def test_virt_wifi_access_point_with_hwsim(virt):
 
 
 def test_virt_wifi_firmware_for_every_model(virt):
-    files = virt.ssh("ls /usr/lib/firmware/brcm/").stdout.decode().split()
-    # Pi 3 B and Zero 2 W: BCM43430 (+ each board's NVRAM); Pi 3 B+/4/400: BCM43455.
-    for name in ("brcmfmac43430-sdio.bin", "brcmfmac43430-sdio.raspberrypi,3-model-b.txt",
-                 "brcmfmac43430-sdio.raspberrypi,model-zero-2-w.txt", "brcmfmac43455-sdio.bin"):
-        assert name in files, f"{name} (Wi-Fi firmware) missing"
+    # Pi 3 B and Zero 2 W: BCM43430; Pi 3 B+/3 A+/4/400/CM4: BCM43455; each board has its NVRAM file.
+    # test -s follows the symbolic links Debian ships for some of them: the target must be there.
+    names = ("brcmfmac43430-sdio.bin", "brcmfmac43430-sdio.raspberrypi,3-model-b.txt",
+             "brcmfmac43430-sdio.raspberrypi,model-zero-2-w.txt", "brcmfmac43455-sdio.bin",
+             "brcmfmac43455-sdio.raspberrypi,3-model-b-plus.txt", "brcmfmac43455-sdio.raspberrypi,4-model-b.txt")
+    script = "; ".join(f"test -s '/usr/lib/firmware/brcm/{name}' || echo '{name}'" for name in names)
+    missing = virt.ssh(script).stdout.decode().split()
+    assert missing == [], f"Wi-Fi firmware missing: {missing}"
 
 
 # -- booted in QEMU -M raspi3b ----------------------------------------------------------------
@@ -251,6 +283,7 @@ def test_raspi3b_boots_from_the_sd_card(image):
                                  "state": state, "root": root, "model": model,
                                  "memory_mib": {k: round(v, 1) for k, v in boottest.service_memory(guest).items()}})
     finally:
+        save_guest_diagnostics(guest, "raspi3b")
         guest.stop()
         (REPO / "build" / "boottest-raspi3b-serial.log").write_text(guest.tail(2000))
         guest.cleanup()
