@@ -192,3 +192,14 @@ def test_zigbee_service_with_a_missing_stick_says_so_and_keeps_retrying(tmp_path
         _, rest = service.communicate(timeout=15)
     assert "Traceback" not in line + rest, rest
     assert service.returncode == 0
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`solargw decode ... | head -1`: the pipe closes under the command."""
+    frame = "5700ef55f705009ac63421010000000214300388000034002c034e3100f32002030543000049"
+    proc = subprocess.Popen([SOLARGW, "decode", *[frame] * 2000], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"enecsys report\n"
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 141
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
