@@ -14,7 +14,7 @@ APT_PACKAGES := \
 	debootstrap qemu-user-static binfmt-support qemu-system-arm qemu-utils \
 	genimage dosfstools mtools e2fsprogs fdisk openssh-client \
 	device-tree-compiler openssl vagrant \
-	cpp git
+	cpp git python3
 
 .PHONY: deps apt-deps python-deps firmware-tools test test-fast test-slow test-image image demo bench lint clean
 
@@ -53,9 +53,10 @@ test-fast: deps
 test-slow: deps
 	$(PYTEST) -m "slow or netns or browser"
 
-# Everything but the image tier (see test-image: its QEMU checks do not all pass yet).
+# Every tier: the package's tests, then the SD-card image built and booted in QEMU (test-image).
 test: deps
 	$(PYTEST) -m "not image"
+	$(MAKE) --no-print-directory test-image
 
 bench: deps
 	$(PY) -m bench
@@ -78,6 +79,7 @@ export SOLARGW_IMAGE_CACHE
 image: deps
 	$(PY) image/build.py
 
-# Boots the image in QEMU (-M virt and -M raspi3b) and checks it from outside.
+# Builds the image, runs the playbook a second time on its root file system (nothing may
+# change), boots it in QEMU (-M virt and -M raspi3b) and checks it from outside. Needs root.
 test-image: image
-	$(PYTEST) -m image tests/test_image.py tests/test_ansible.py
+	$(PYTEST) -m image tests/test_ansible.py tests/test_image.py

@@ -134,7 +134,7 @@ def post_url_check(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(f"{url!r}: expected http://HOST[:PORT]")
-    parts.port  # raises ValueError for a bad port
+    _ = parts.port  # raises ValueError for a bad port
 
 
 def post(url: str, path: str, body: bytes, timeout: float = 10.0) -> Reply:

@@ -104,7 +104,7 @@ def main() -> None:
                     runs = [load_dashboard(browser, url, throttle) for _ in range(loads)]
                     first = runs[0]
                     by_type: dict[str, int] = {}
-                    for name, kind, size in first["resources"]:
+                    for _name, kind, size in first["resources"]:
                         by_type[kind] = by_type.get(kind, 0) + size
                     total = first["nav"] + sum(by_type.values())
                     if throttle == 1:

@@ -243,7 +243,7 @@ class Guest:
 
 def unit_states(guest: Guest, units: tuple[str, ...]) -> dict[str, str]:
     out = guest.ssh("systemctl is-active " + " ".join(units), check=False).stdout.decode().split()
-    return dict(zip(units, out))
+    return dict(zip(units, out, strict=True))
 
 
 def failed_units(guest: Guest) -> list[str]:

@@ -30,11 +30,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +60,8 @@ IMAGE_PACKAGES = [
     "initramfs-tools",
     "zstd",
 ]
+# Debian's own Python on the build host: it and every library it loads live under /usr.
+HOST_PYTHON = Path("/usr/bin/python3")
 # Bumped when the base stage's recipe changes in a way the key cannot see.
 BASE_RECIPE = "3"
 
@@ -168,11 +173,13 @@ def build_base(work: Path, cache: Path, mirror: str, packages: list[str], tarbal
         run("rm", "-rf", "--one-file-system", root)
     debs = cache / "apt-archives"
     (debs / "partial").mkdir(parents=True, exist_ok=True)
-    run(
-        "debootstrap", "--arch=arm64", "--variant=minbase",
-        "--components=main,non-free-firmware", f"--cache-dir={debs}",
-        "--include=apt,ca-certificates", SUITE, root, mirror,
-    )
+    steps: dict[str, float] = {}
+    with stage("base: debootstrap", steps):
+        run(
+            "debootstrap", "--arch=arm64", "--variant=minbase",
+            "--components=main,non-free-firmware", f"--cache-dir={debs}",
+            "--include=apt,ca-certificates", SUITE, root, mirror,
+        )
     sources = root / "etc/apt/sources.list.d/debian.sources"
     sources.write_text(
         f"Types: deb\nURIs: {mirror}\nSuites: {SUITE} {SUITE}-updates\n"
@@ -193,30 +200,96 @@ def build_base(work: Path, cache: Path, mirror: str, packages: list[str], tarbal
     (root / "boot/firmware").mkdir(parents=True, exist_ok=True)
     all_packages = " ".join(sorted(set(packages) | set(IMAGE_PACKAGES)))
     with chroot_mounts(root, apt_cache=debs):
-        in_chroot(root, f"""
-            echo 'Acquire::Languages "none";' > /etc/apt/apt.conf.d/90solargw-nolang
-            # No fsync inside a throw-away chroot, and no man page index rebuilds.
-            echo 'force-unsafe-io' > /etc/dpkg/dpkg.cfg.d/90solargw-build
-            echo 'man-db man-db/auto-update boolean false' | debconf-set-selections
-            dpkg-divert --local --rename --add /usr/sbin/update-initramfs
-            printf '#!/bin/sh\\necho "update-initramfs: deferred by the image build"\\n' > /usr/sbin/update-initramfs
-            chmod 755 /usr/sbin/update-initramfs
-            apt-get update -q
-            apt-get {APT_OPTS} dist-upgrade
-            apt-get {APT_OPTS} install {all_packages}
-            rm /usr/sbin/update-initramfs
-            dpkg-divert --local --rename --remove /usr/sbin/update-initramfs
-            update-initramfs -c -k all
-            rm /etc/dpkg/dpkg.cfg.d/90solargw-build
-            apt-get clean
-        """)
+        with stage("base: packages", steps):
+            in_chroot(root, f"""
+                echo 'Acquire::Languages "none";' > /etc/apt/apt.conf.d/90solargw-nolang
+                # No fsync inside a throw-away chroot, and no man page index rebuilds.
+                echo 'force-unsafe-io' > /etc/dpkg/dpkg.cfg.d/90solargw-build
+                echo 'man-db man-db/auto-update boolean false' | debconf-set-selections
+                dpkg-divert --local --rename --add /usr/sbin/update-initramfs
+                printf '#!/bin/sh\\necho "update-initramfs: deferred by the image build"\\n' > /usr/sbin/update-initramfs
+                chmod 755 /usr/sbin/update-initramfs
+                apt-get update -q
+                apt-get {APT_OPTS} dist-upgrade
+                apt-get {APT_OPTS} install {all_packages}
+                rm /usr/sbin/update-initramfs
+                dpkg-divert --local --rename --remove /usr/sbin/update-initramfs
+            """)
+        with stage("base: initramfs", steps):
+            in_chroot(root, """
+                update-initramfs -c -k all
+                rm /etc/dpkg/dpkg.cfg.d/90solargw-build
+                apt-get clean
+            """)
     policy.unlink()
     tarball.parent.mkdir(parents=True, exist_ok=True)
     partial = tarball.with_suffix(".partial")
-    run("tar", "--zstd", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
-        "-C", root, "-cf", partial, ".")
+    with stage("base: tarball", steps):
+        run("tar", "--zstd", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
+            "-C", root, "-cf", partial, ".")
     partial.rename(tarball)
     run("rm", "-rf", "--one-file-system", root)
+
+
+def elf_interpreter(executable: Path) -> Path:
+    """The program loader an ELF executable names (its PT_INTERP segment)."""
+    data = executable.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2:
+        raise ValueError(f"{executable} is not a 64-bit ELF executable")
+    order = "<" if data[5] == 1 else ">"
+    phoff, = struct.unpack_from(order + "Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from(order + "HH", data, 0x36)
+    for index in range(phnum):
+        header = phoff + index * phentsize
+        p_type, = struct.unpack_from(order + "I", data, header)
+        if p_type == 3:  # PT_INTERP
+            offset, = struct.unpack_from(order + "Q", data, header + 8)
+            size, = struct.unpack_from(order + "Q", data, header + 32)
+            return Path(data[offset:offset + size].rstrip(b"\0").decode())
+    raise ValueError(f"{executable} names no program loader")
+
+
+@contextlib.contextmanager
+def native_module_python(root: Path) -> Iterator[str | None]:
+    """Run Ansible's modules on the build host's own Python, inside the chroot.
+
+    Under qemu-user every module spends ~10 s starting the image's Python; the
+    host's interpreter, reached through a read-only bind mount of the host's
+    ``/usr`` on a tmpfs ``/run`` (so nothing stays in the image), runs one in
+    well under a second. What the modules call (systemctl, useradd, the image's
+    python3 and pip) is still the image's own. Yields the interpreter path to
+    give Ansible, or None when the host's Python does not live under ``/usr``.
+    """
+    python = Path(os.path.realpath(HOST_PYTHON))
+    loader = Path(os.path.realpath(elf_interpreter(python))) if python.exists() else None
+    if loader is None or not (python.is_relative_to("/usr") and loader.is_relative_to("/usr")):
+        log(f"Ansible's modules run under qemu-user: no {HOST_PYTHON} with its loader under /usr")
+        yield None
+        return
+    run_dir = root / "run"
+    mounted: list[Path] = []
+    try:
+        run("mount", "-t", "tmpfs", "-o", "mode=0755", "solargw-build", run_dir)
+        mounted.append(run_dir)
+        host_usr = run_dir / "solargw-build/usr"
+        host_usr.mkdir(parents=True)
+        run("mount", "--bind", "/usr", host_usr)
+        mounted.append(host_usr)
+        run("mount", "-o", "remount,bind,ro", host_usr)
+        inside = Path("/run/solargw-build")
+        libdirs = ":".join(str(inside / d.relative_to("/")) for d in (loader.parent, Path("/usr/lib")))
+        wrapper = run_dir / "solargw-build/python"
+        # -I: the image's environment and the host's user site stay out of it.
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f'exec {inside / loader.relative_to("/")} --library-path {libdirs} '
+            f'{inside / python.relative_to("/")} -I "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        yield str(inside / "python")
+    finally:
+        for target in reversed(mounted):
+            subprocess.run(["umount", "-l", str(target)], check=False)
 
 
 def provision(root: Path, verbose: bool = False, capture: bool = False) -> subprocess.CompletedProcess:
@@ -228,9 +301,16 @@ def provision(root: Path, verbose: bool = False, capture: bool = False) -> subpr
     venv_bin = Path(sys.executable).parent
     playbook = venv_bin / "ansible-playbook"
     try:
-        with chroot_mounts(root):
+        with chroot_mounts(root), native_module_python(root) as interpreter, \
+                tempfile.TemporaryDirectory() as scratch:
+            # A host variable, not an extra var: tasks delegated to the controller keep their Python.
+            host = {"ansible_connection": "community.general.chroot"}
+            if interpreter:
+                host["ansible_python_interpreter"] = interpreter
+            inventory = Path(scratch) / "chroot.yml"
+            inventory.write_text(json.dumps({"all": {"hosts": {str(root): host}}}))
             return subprocess.run(
-                [str(playbook), "-i", f"{root},", "-c", "community.general.chroot",
+                [str(playbook), "-i", str(inventory),
                  "-e", "solargw_start_services=false", "-e", "solargw_image_build=true",
                  *(["-v"] if verbose else []), str(REPO / "ansible/site.yml")],
                 env=env, cwd=REPO, check=not capture, text=True,

@@ -2,9 +2,18 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
+
+from appliance import __version__
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGE = REPO / "build" / f"solargw-{__version__}-arm64.img"
+IMAGE_SOURCES = ("appliance", "ansible", "image", "pyproject.toml")
 
 
 @pytest.fixture(autouse=True)
@@ -19,3 +28,27 @@ def _restore_local_time_zone():
         else:
             os.environ["TZ"] = before
         time.tzset()
+
+
+def newest_image_source() -> float:
+    newest = 0.0
+    for name in IMAGE_SOURCES:
+        path = REPO / name
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()
+                                                and "__pycache__" not in p.parts]
+        newest = max([newest, *(p.stat().st_mtime for p in files)])
+    return newest
+
+
+@pytest.fixture(scope="session")
+def image() -> Path:
+    """The SD-card image, built (``image/build.py --no-compress``) unless build/ holds one newer
+    than every source it is made from; its provisioned root file system stays in the build cache.
+    SOLARGW_TEST_IMAGE=path tests that image as it is."""
+    if os.environ.get("SOLARGW_TEST_IMAGE"):
+        return Path(os.environ["SOLARGW_TEST_IMAGE"])
+    if os.geteuid() != 0:
+        pytest.fail("the image tests need root (debootstrap, chroot): run them as root")
+    if not IMAGE.exists() or IMAGE.stat().st_mtime < newest_image_source():
+        subprocess.run([sys.executable, str(REPO / "image/build.py"), "--no-compress"], check=True)
+    return IMAGE

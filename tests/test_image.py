@@ -1,14 +1,13 @@
 """The SD-card image: its boot partition for Pi 3/4/Zero 2 W, then booted in QEMU.
 
-Marker ``image`` (``make test-image``): builds the image unless a fresh one is
-in build/ (newer than every source it is made from), then boots it in
+Marker ``image``: the ``image`` fixture (conftest.py) builds the image unless a
+fresh one is in build/, then these tests boot it in
 ``qemu-system-aarch64 -M virt`` and ``-M raspi3b`` (see image/boottest.py).
 Figures (boot-to-ready, service memory) go to build/boottest-<machine>.json.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,33 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "image"))
 import boottest
 
-from appliance import __version__
-
-IMAGE = REPO / "build" / f"solargw-{__version__}-arm64.img"
-SOURCES = ("appliance", "ansible", "image", "pyproject.toml")
 SERVICES = ("solargw-web", "solargw-zigbee", "solargw-net", "mosquitto")
-
-
-def newest_source() -> float:
-    newest = 0.0
-    for name in SOURCES:
-        path = REPO / name
-        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()
-                                                and "__pycache__" not in p.parts]
-        newest = max([newest, *(p.stat().st_mtime for p in files)])
-    return newest
-
-
-@pytest.fixture(scope="module")
-def image() -> Path:
-    """A fresh image (built if needed); SOLARGW_TEST_IMAGE=path tests that image as it is."""
-    if os.environ.get("SOLARGW_TEST_IMAGE"):
-        return Path(os.environ["SOLARGW_TEST_IMAGE"])
-    if os.geteuid() != 0:
-        pytest.fail("the image tests need root (debootstrap, chroot): run them as root")
-    if not IMAGE.exists() or IMAGE.stat().st_mtime < newest_source():
-        subprocess.run([sys.executable, str(REPO / "image/build.py"), "--no-compress"], check=True)
-    return IMAGE
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +127,8 @@ def virt(image):
 
 
 def test_virt_services_active_and_nothing_failed(virt):
-    states = boottest.unit_states(virt, SERVICES + ("solargw-firstboot",))
-    assert states == {u: "active" for u in states}, states
+    units = SERVICES + ("solargw-firstboot",)
+    assert boottest.unit_states(virt, units) == dict.fromkeys(units, "active")
     assert boottest.failed_units(virt) == []
     assert virt.figures["state"] == "running"
     memory = boottest.service_memory(virt)
@@ -289,6 +262,6 @@ def test_raspi3b_boots_from_the_sd_card(image):
         guest.cleanup()
     assert root.startswith("/dev/mmcblk0p2"), root
     assert "Raspberry Pi 3" in model
-    assert states == {u: "active" for u in SERVICES}, states
+    assert states == dict.fromkeys(SERVICES, "active"), states
     assert failed == [], failed
     assert page.status_code == 200

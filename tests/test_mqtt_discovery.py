@@ -128,7 +128,7 @@ def test_per_entity_discovery_topics():
     keys, pairs = announce(nep_bdm800(), per_entity=True)
     assert [topic for topic, _ in pairs] == [
         f"homeassistant/sensor/solargw_nep_deadbeef/{key}/config" for key in keys]
-    for (topic, payload), key in zip(pairs, keys):
+    for (_topic, payload), key in zip(pairs, keys, strict=True):
         assert payload["unique_id"] == f"solargw_nep_deadbeef_{key}"
         assert payload["device"]["identifiers"] == ["solargw_nep_deadbeef"]
         assert payload["origin"]["name"] == "solargw"
