@@ -17,6 +17,7 @@ from appliance.reading import Reading
 from appliance.store import Recorded, Store
 
 log = logging.getLogger(__name__)
+RECEIVED = ("packets_received",)
 
 
 class Publisher(Protocol):
@@ -32,15 +33,15 @@ class Pipeline:
         self.publisher = publisher
 
     def handle(self, reading: Reading, source: str = "") -> Recorded | None:
-        """Record and publish a reading; a frame that failed its checksum is rejected instead."""
-        self.store.count("packets_received", reading.family)
+        """Record and publish a reading; a frame that failed its checksum is rejected instead.
+        Either way the packet costs one database transaction."""
         if not reading.checksum_ok:
             self.store.reject(
                 frame=reading.frame, family=reading.family, source=source,
-                reason="checksum mismatch", timestamp=reading.timestamp,
+                reason="checksum mismatch", timestamp=reading.timestamp, also_count=RECEIVED,
             )
             return None
-        recorded = self.store.record(reading, source=source)
+        recorded = self.store.record(reading, source=source, also_count=RECEIVED)
         if self.publisher is not None:
             try:
                 self.publisher.publish(recorded)
@@ -51,9 +52,8 @@ class Pipeline:
     def reject(self, frame: bytes, family: str | None, source: str, reason: str,
                timestamp: float | None = None) -> None:
         """Count and keep a frame that could not be decoded at all."""
-        self.store.count("packets_received", family or "unknown")
         self.store.reject(frame=frame, family=family, source=source, reason=reason,
-                          timestamp=time.time() if timestamp is None else timestamp)
+                          timestamp=time.time() if timestamp is None else timestamp, also_count=RECEIVED)
 
     def remove(self, serial: str) -> None:
         """Hide an inverter and clear its Home Assistant discovery."""

@@ -244,6 +244,16 @@ def settings_path(env: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("SOLARGW_SETTINGS", str(DEFAULT_PATH)))
 
 
+def file_fingerprint(path: Path | str) -> tuple[int, int, int] | None:
+    """What changes when the settings file is rewritten (``save`` replaces it), None without one:
+    the long-running services poll it to follow edits."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def load(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings file (defaults if it does not exist), then the environment overrides."""
     env = os.environ if env is None else env

@@ -231,8 +231,11 @@ class Store:
             db.close()
 
     # -- writing ---------------------------------------------------------------------------
-    def record(self, reading: Reading, source: str = "") -> Recorded:
-        """Store one decoded reading: inverter, latest, history and the energy ledger, atomically."""
+    def record(self, reading: Reading, source: str = "", also_count: tuple[str, ...] = ()) -> Recorded:
+        """Store one decoded reading: inverter, latest, history and the energy ledger, atomically.
+
+        ``also_count`` names counters (of the reading's family) bumped in the same transaction:
+        one SD-card commit per packet."""
         if not reading.checksum_ok:
             raise ValueError(f"refusing a frame that failed its checksum (serial {reading.serial})")
         ts = reading.timestamp
@@ -255,7 +258,8 @@ class Store:
                     "INSERT INTO readings (serial, timestamp, kind, fields, frame) VALUES (?,?,?,?,?)",
                     (reading.serial, ts, reading.kind, fields, reading.frame.hex()),
                 )
-            self._bump(db, "readings_recorded", reading.family)
+            for name in ("readings_recorded", *also_count):
+                self._bump(db, name, reading.family)
             self._changed(db, reading.serial, ts)
             inverter = self._inverter(db, reading.serial)
         assert inverter is not None
@@ -299,8 +303,10 @@ class Store:
         source: str = "",
         reason: str = "",
         timestamp: float | None = None,
+        also_count: tuple[str, ...] = (),
     ) -> None:
-        """Keep a frame that could not be recorded, for diagnostics (the newest REJECTED_KEPT)."""
+        """Keep a frame that could not be recorded, for diagnostics (the newest REJECTED_KEPT);
+        ``also_count`` as for :meth:`record`."""
         ts = time.time() if timestamp is None else timestamp
         with self._write() as db:
             db.execute(
@@ -310,7 +316,8 @@ class Store:
             db.execute(
                 "DELETE FROM rejected WHERE id <= (SELECT MAX(id) FROM rejected) - ?", (REJECTED_KEPT,)
             )
-            self._bump(db, "packets_rejected", family or "unknown")
+            for name in ("packets_rejected", *also_count):
+                self._bump(db, name, family or "unknown")
 
     def count(self, name: str, family: str, n: int = 1) -> None:
         with self._write() as db:

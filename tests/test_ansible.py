@@ -52,32 +52,59 @@ def test_wheelhouse_bundle_is_reproducible(tmp_path):
     assert any(re.match(r"cryptography-.*aarch64.*\.whl$", n) for n in names)
 
 
-@pytest.mark.image
-def test_second_run_on_the_image_rootfs_changes_nothing(image):
-    """The image build applied the playbook once to its chroot (kept in the build cache);
-    a second run must report changed=0."""
+@pytest.fixture
+def image_rootfs(image) -> Path:
+    """The root file system the image build provisioned (kept in the build cache)."""
     if os.geteuid() != 0:
         pytest.fail("needs root (chroot)")
-    sys.path.insert(0, str(REPO / "image"))
-    import build
-
     cache = Path(os.environ.get("SOLARGW_IMAGE_CACHE", "/var/cache/solargw-image"))
     root = cache / "work" / "rootfs"
     assert (root / "opt/solargw/venv/bin/solargw").exists(), f"no provisioned root file system in {root}"
+    return root
+
+
+def run_playbook(root: Path) -> list[str]:
+    """Apply the playbook to ``root`` as the image build does; the tasks that reported a change."""
+    sys.path.insert(0, str(REPO / "image"))
+    import build
+
     build.register_binfmt()
     done = build.provision(root, capture=True)
     assert done.returncode == 0, done.stdout[-4000:]
     recap = re.search(r"^\S+\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
                       done.stdout, re.MULTILINE)
-    assert recap, done.stdout[-3000:]
+    assert recap and int(recap.group(4)) == 0, done.stdout[-3000:]
     changed, task = [], None
     for line in done.stdout.splitlines():
         if line.startswith(("TASK [", "RUNNING HANDLER [")):
             task = line.rstrip("* ")
         elif line.startswith("changed:"):
             changed.append(task)
-    assert int(recap.group(2)) == 0, f"not idempotent: {changed}"
-    assert int(recap.group(4)) == 0
+    assert len(changed) == int(recap.group(2)), done.stdout[-3000:]
+    return changed
+
+
+@pytest.mark.image
+def test_second_run_on_the_image_rootfs_changes_nothing(image_rootfs):
+    assert run_playbook(image_rootfs) == []
+
+
+@pytest.mark.image
+def test_the_playbook_repairs_a_database_only_root_could_write(image_rootfs):
+    """Live Pis provisioned before the store created its database 0660 may hold a root-owned
+    0640 one; the playbook gives it back to group solargw, and touches nothing else."""
+    database = image_rootfs / "var/lib/solargw/solargw.db"
+    database.write_bytes(b"")
+    os.chown(database, 0, 0)
+    database.chmod(0o640)
+    try:
+        changed = run_playbook(image_rootfs)
+        group = (image_rootfs / "etc/group").read_text()
+        gid = int(re.search(r"^solargw:x:(\d+):", group, re.MULTILINE).group(1))
+        assert (database.stat().st_mode & 0o777, database.stat().st_gid) == (0o660, gid)
+        assert changed == ["TASK [base : Let every service (group solargw) write the shared database]"]
+    finally:
+        database.unlink()
 
 
 def _vagrant_validate(directory: Path, tmp_path: Path) -> subprocess.CompletedProcess:

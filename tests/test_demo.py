@@ -77,7 +77,15 @@ def test_demo_shows_seven_live_inverters_and_stops_cleanly(tmp_path):
     finally:
         if demo.poll() is None:
             demo.send_signal(signal.SIGINT)  # what Ctrl-C does
-        code = demo.wait(60)
+        try:
+            code = demo.wait(60)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            time.sleep(0.5)
+            while not lines.empty():
+                output.append(lines.get())
+            log = (tmp_path / "solargw.log").read_text(errors="replace")
+            pytest.fail("the demo did not stop within 60 s of Ctrl-C:\n" + "".join(output) + log[-3000:])
     assert code == 0, "".join(output)
     host, port = url.split("//", 1)[1].rsplit(":", 1)
     assert _closed(host, int(port)), "the web service is still listening after Ctrl-C"

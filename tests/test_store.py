@@ -58,6 +58,21 @@ def test_pipeline_rejects_bad_checksum_and_counts(store):
     assert counters[("packets_received", "nep")] == 1
 
 
+def test_every_packet_costs_one_transaction(store):
+    """Counting the packet rides in the transaction that records or rejects it (SD-card writes)."""
+    pipeline = Pipeline(store)
+    pipeline.handle(nep_reading(timestamp=T0))  # opens this thread's connection
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    pipeline.handle(nep_reading(today_wh=120.0, timestamp=T0 + 300))
+    pipeline.handle(nep_reading(checksum_ok=False))
+    pipeline.reject(b"\x01", None, "10.42.0.9", "too short")
+    assert statements.count("BEGIN IMMEDIATE") == 3 and statements.count("COMMIT") == 3
+    counters = store.counters()
+    assert counters[("packets_received", "nep")] == 3 and counters[("packets_received", "unknown")] == 1
+    assert counters[("readings_recorded", "nep")] == 2
+
+
 class FailingPublisher:
     def publish(self, recorded):
         raise RuntimeError("broker exploded")

@@ -328,3 +328,61 @@ def test_telemetry_json_has_the_seed_shape_and_is_replaced_atomically(tmp_path):
     bad[-1] ^= 1
     assert not telemetry.update(enecsys.decode(bytes(bad), received_at=0))
     assert [p.name for p in tmp_path.iterdir()] == ["telemetry.json"]  # no temporary file left behind
+
+
+def _replace(path: Path, data: dict | str) -> None:
+    """Rewrite the settings file the way the web UI does (a new file renamed over the old)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(data if isinstance(data, str) else tomli_w.dumps(data))
+    os.replace(tmp, path)
+
+
+@pytest.mark.slow
+def test_the_running_service_follows_edits_of_the_settings_file(tmp_path):
+    """The web UI's Settings page rewrites the file: a file that does not load changes nothing,
+    new MQTT settings move the publisher to the new broker, a new channel re-forms the network."""
+    async def scenario(first_log, second):
+        emu = CoordinatorEmulator()
+        await emu.start()
+        settings_file = tmp_path / "solargw.toml"
+        data = service_settings(tmp_path, emu.url, first)
+        _replace(settings_file, data)
+        env = {**os.environ, "SOLARGW_SETTINGS": str(settings_file), "SOLARGW_DATA_DIR": str(tmp_path / "data")}
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("solargw")), "zigbee", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        fleet = fleet_for(emu, SERIALS[:2])
+        fleet.start()
+        state_topic = f"solargw/inverter/{SERIALS[0]}/state"
+        try:
+            await asyncio.to_thread(first_log.wait, state_topic, timeout=30)
+
+            _replace(settings_file, "[mqtt\n")
+            await asyncio.sleep(3)
+            assert process.returncode is None
+            mark = first_log.mark()
+            await asyncio.to_thread(first_log.wait, state_topic, timeout=10, after=mark)
+
+            data["mqtt"] = {"enabled": True, "host": second.host, "port": second.port}
+            _replace(settings_file, data)
+            with second.subscribe("solargw/#") as second_log:
+                await asyncio.to_thread(second_log.wait, state_topic, timeout=30)
+
+            data["zigbee"]["channel"] = 15
+            _replace(settings_file, data)
+            await until(lambda: any(e.detail["channel"] == 15 and e.detail["pan_id"] == enecsys.PAN_ID
+                                    for e in emu.events_named("network_up")), 30, "the network up on channel 15")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.wait_for(process.communicate(), 20)
+            await fleet.stop()
+            await emu.stop()
+        text = output.decode()
+        assert process.returncode == 0, text
+        assert "not valid TOML" in text and "keeping the settings in use" in text
+        assert "the MQTT settings changed" in text and "radio settings changed" in text, text
+        assert "PAN 0x02AA, channel 15" in text
+        assert "Traceback" not in text
+
+    with mosquitto() as first, mosquitto() as second, first.subscribe("solargw/#") as first_log:
+        asyncio.run(scenario(first_log, second))

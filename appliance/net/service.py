@@ -155,7 +155,7 @@ class NetService:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        fingerprint = self._settings_fingerprint()
+        fingerprint = settings_module.file_fingerprint(self.settings_path)
         if self._reload or fingerprint != self._fingerprint or now >= self._next_refresh:
             if self._reload:
                 log.info("SIGHUP: reloading the settings")
@@ -170,13 +170,6 @@ class NetService:
                 log.warning("the solargw nftables table disappeared; loading it again")
                 self._apply_firewall(self.current.ruleset)
         self._write_status()
-
-    def _settings_fingerprint(self) -> tuple | None:
-        try:
-            st = os.stat(self.settings_path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     # -- configuration ---------------------------------------------------------------------
     def reconfigure(self) -> None:

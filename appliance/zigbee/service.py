@@ -319,8 +319,7 @@ class ZigbeeService:
         self.publisher = publisher
         self.pipeline = Pipeline(store, publisher)
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        telemetry = TelemetryFile(settings.zigbee.telemetry_json) if settings.zigbee.telemetry_json else None
-        self.frames = EnecsysFrames(store, self.pipeline, self.executor, telemetry)
+        self.frames = EnecsysFrames(store, self.pipeline, self.executor, _telemetry(settings))
         self.joins = JoinWatch(join_watch_seconds)
         self.permit_renew_seconds = permit_renew_seconds
         self.max_backoff = max_backoff
@@ -332,6 +331,7 @@ class ZigbeeService:
         self._last_status_at = 0.0
         self._lost = asyncio.Event()
         self._stop = asyncio.Event()
+        self._restart = asyncio.Event()
         self.status: dict[str, Any] = {"state": "starting", "connected": False, "device": settings.zigbee.device,
                                        "firmware": None, "channel": None, "pan_id": None, "extended_pan_id": None,
                                        "joined_inverters": [], "last_error": None, "firmware_warning": None,
@@ -359,6 +359,23 @@ class ZigbeeService:
                 self.publisher.publish_status({"zigbee": snapshot.get("state")})
             except Exception:
                 log.exception("cannot publish the zigbee status")
+
+    # --- settings -----------------------------------------------------------------------
+
+    def use_publisher(self, publisher) -> None:
+        """Publish through ``publisher`` (None: no MQTT) from the next reading on."""
+        self.publisher = self.pipeline.publisher = publisher
+        self._last_status = {}  # the new broker hears the state at the next tick
+
+    def apply_settings(self, new: Settings) -> None:
+        """Use ``new`` from now on. A changed radio (device, channel, PAN ids) ends the session:
+        ``run`` then connects again with it, re-forming the network if needed."""
+        old, self.settings = self.settings, new
+        if old.zigbee.telemetry_json != new.zigbee.telemetry_json:
+            self.frames.telemetry = _telemetry(new)
+        if _radio(old) != _radio(new):
+            log.info("the Zigbee radio settings changed: connecting again with them")
+            self._restart.set()
 
     # --- main loop ----------------------------------------------------------------------
 
@@ -388,10 +405,9 @@ class ZigbeeService:
                         self._set_status(state="error", connected=False, last_error=message)
                 if self._stop.is_set():
                     break
-                try:
-                    await asyncio.wait_for(self._stop.wait(), backoff)
-                except TimeoutError:
-                    pass
+                # Stopping or new radio settings cut the pause short.
+                await _first_of((self._stop, self._restart), backoff)
+                self._restart.clear()
                 backoff = min(backoff * 2, self.max_backoff)
                 self.status["reconnects"] += 1
         finally:
@@ -400,6 +416,7 @@ class ZigbeeService:
 
     async def _session(self, path: str) -> None:
         self._lost.clear()
+        self._restart.clear()
         self._set_status(state="connecting", device=path)
         app = EnecsysApplication(zigpy_config(self.settings, path, self.database), frames=self.frames,
                                  joins=self.joins, on_connection_lost=self._connection_lost)
@@ -472,17 +489,13 @@ class ZigbeeService:
         self._set_status(stick_problems=problems)
 
     async def _watch(self, app: EnecsysApplication) -> None:
-        """Renew permit-join before it lapses and refresh the status, until the link dies or we stop."""
+        """Renew permit-join before it lapses and refresh the status, until the link dies, the radio
+        settings change or we stop."""
         last_permit = time.monotonic()
         tick = min(self.status_seconds, self.permit_renew_seconds)
-        while not (self._lost.is_set() or self._stop.is_set()):
-            waiters = [asyncio.ensure_future(self._lost.wait()), asyncio.ensure_future(self._stop.wait())]
-            try:
-                await asyncio.wait(waiters, timeout=tick, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
-            if self._lost.is_set() or self._stop.is_set():
+        ends = (self._lost, self._stop, self._restart)
+        while not any(event.is_set() for event in ends):
+            if await _first_of(ends, tick):
                 break
             if time.monotonic() - last_permit >= self.permit_renew_seconds:
                 await app.permit(PERMIT_SECONDS)
@@ -501,6 +514,26 @@ class ZigbeeService:
                        "key ENCSYS-SOLAR-NET (see firmware/ in the project)")
             log.error(warning)
             self._set_status(firmware_warning=warning)
+
+
+async def _first_of(events: tuple[asyncio.Event, ...], timeout: float) -> bool:
+    """Wait until one of ``events`` is set (True) or ``timeout`` seconds pass (False)."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return any(event.is_set() for event in events)
+
+
+def _telemetry(settings: Settings) -> TelemetryFile | None:
+    return TelemetryFile(settings.zigbee.telemetry_json) if settings.zigbee.telemetry_json else None
+
+
+def _radio(settings: Settings) -> tuple:
+    z = settings.zigbee
+    return (z.device, z.channel, z.pan_id, z.extended_pan_id)
 
 
 def _describe(exc: BaseException) -> str:
