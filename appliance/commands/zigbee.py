@@ -70,11 +70,7 @@ async def _serve(settings: Settings, device_override: str | None = None) -> int:
 
 async def _follow_settings(service, store, reload: asyncio.Event, device_override: str | None) -> None:
     """Apply edits of the settings file (the web UI's Settings page rewrites it) while running:
-    checked every SETTINGS_POLL_SECONDS, or at once on SIGHUP. A file that does not load or
-    check keeps the current settings (and says why, once per edit)."""
-    from appliance.mqtt import make_publisher
-    from appliance.zigbee.service import check_settings
-
+    checked every SETTINGS_POLL_SECONDS, or at once on SIGHUP."""
     path = service.settings.path
     fingerprint = file_fingerprint(path)
     while True:
@@ -88,24 +84,34 @@ async def _follow_settings(service, store, reload: asyncio.Event, device_overrid
             continue
         fingerprint = now
         try:
-            new = load(path)
-            if device_override:
-                new.zigbee.device = device_override
-            check_settings(new)
-        except (SettingsError, ValueError) as exc:
-            log.error("%s; keeping the settings in use", exc)
-            continue
-        if not new.zigbee.enabled:
-            log.info("the Zigbee service was disabled in the settings: stopping")
-            service.stop()
-            return
-        old = service.settings
-        apply_timezone(new)
-        if new.mqtt != old.mqtt:
-            log.info("the MQTT settings changed: connecting to %s:%d", new.mqtt.host, new.mqtt.port)
-            publisher = await asyncio.to_thread(make_publisher, new, "zigbee", store)
-            previous = service.publisher
-            service.use_publisher(publisher)
-            if previous is not None:
-                await asyncio.to_thread(previous.close)
-        service.apply_settings(new)
+            await _apply_settings_file(service, store, path, device_override)
+        except Exception:  # the service runs on with the settings it has
+            log.exception("while applying %s", path)
+
+
+async def _apply_settings_file(service, store, path, device_override: str | None) -> None:
+    """A file that does not load or check keeps the current settings, and says why."""
+    from appliance.mqtt import make_publisher
+    from appliance.zigbee.service import check_settings
+
+    try:
+        new = load(path)
+        if device_override:
+            new.zigbee.device = device_override
+        check_settings(new)
+    except (SettingsError, ValueError) as exc:
+        log.error("%s; keeping the settings in use", exc)
+        return
+    if not new.zigbee.enabled:
+        log.info("the Zigbee service was disabled in the settings: stopping")
+        service.stop()
+        return
+    apply_timezone(new)
+    if new.mqtt != service.settings.mqtt:
+        log.info("the MQTT settings changed: connecting to %s:%d", new.mqtt.host, new.mqtt.port)
+        publisher = await asyncio.to_thread(make_publisher, new, "zigbee", store)
+        previous = service.publisher
+        service.use_publisher(publisher)
+        if previous is not None:
+            await asyncio.to_thread(previous.close)
+    service.apply_settings(new)
