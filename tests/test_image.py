@@ -227,6 +227,36 @@ def test_virt_wifi_access_point_with_hwsim(virt):
     assert result["serial"] and result["serial"] in data
 
 
+DNSMASQ_RUNNING = ("for pid in $(cat /sys/fs/cgroup/system.slice/solargw-net.service/cgroup.procs); do "
+                   "[ \"$(cat /proc/$pid/comm 2>/dev/null)\" = dnsmasq ] && exit 0; done; exit 1")
+
+
+def _until_in_guest(guest, condition: str, seconds: int = 30) -> bool:
+    script = f"for i in $(seq {seconds}); do ({condition}) && exit 0; sleep 1; done; exit 1"
+    return guest.ssh(script, timeout=seconds + 30, check=False).returncode == 0
+
+
+def test_virt_access_point_can_be_switched_off(virt):
+    """``[access_point] enabled = false``, saved the way the web UI saves it: hostapd is skipped by
+    its ExecCondition (inactive, not failed), solargw-net stops dnsmasq; true brings both back."""
+    def set_enabled(value: bool) -> None:
+        virt.ssh("runuser -u solargw -- /opt/solargw/venv/bin/python -c 'from appliance import settings as s; "
+                 f"x = s.load(); x.access_point.enabled = {value}; s.save(x)'")
+
+    set_enabled(False)
+    try:
+        virt.ssh("systemctl restart hostapd.service", check=False)
+        shown = virt.ssh("systemctl show -p ActiveState -p Result hostapd.service").stdout.decode()
+        assert "ActiveState=inactive" in shown and "Result=exec-condition" in shown, shown
+        assert _until_in_guest(virt, f"! ({DNSMASQ_RUNNING})"), "dnsmasq still runs"
+        assert boottest.failed_units(virt) == []
+    finally:
+        set_enabled(True)
+    virt.ssh("systemctl restart hostapd.service")
+    assert virt.ssh("systemctl is-active hostapd.service", check=False).stdout.decode().strip() == "active"
+    assert _until_in_guest(virt, DNSMASQ_RUNNING), "dnsmasq did not come back"
+
+
 def test_virt_wifi_firmware_for_every_model(virt):
     # Pi 3 B and Zero 2 W: BCM43430; Pi 3 B+/3 A+/4/400/CM4: BCM43455; each board has its NVRAM file.
     # test -s follows the symbolic links Debian ships for some of them: the target must be there.

@@ -383,6 +383,25 @@ def test_dnsmasq_that_cannot_start_is_retried_with_backoff_and_says_why(net):
     assert net.query("www.nepviewer.net")["addresses"] == [AP_IP]
 
 
+def test_disabled_access_point_serves_nothing_until_enabled_again(net):
+    """``[access_point] enabled = false``: dnsmasq stops (and stays stopped), the isolation stays."""
+    pid = net.status()["dnsmasq"]["pid"]
+    net.settings.write_text(net.good_settings.replace("[access_point]\n", "[access_point]\nenabled = false\n"))
+    try:
+        status = wait_for(lambda: (lambda s: s if s and s["state"] == "disabled" else None)(net.status()), 15,
+                          "the service to report the access point disabled")
+        assert not status["dnsmasq"]["running"] and not Path(f"/proc/{pid}").exists()
+        assert net.query("www.nepviewer.net")["rcode"] in ("TIMEOUT", "ERROR Connection refused")
+        assert net.fetch(net.inv, f"http://{LAN_PEER_IP}:8080/") != "200"
+        time.sleep(2)  # no restart of dnsmasq behind the setting's back
+        assert not net.status()["dnsmasq"]["running"]
+    finally:
+        net.settings.write_text(net.good_settings)
+    wait_for(lambda: (net.status() or {}).get("state") == "running", 15, "the access point back")
+    wait_for(lambda: net.query("www.nepviewer.net")["addresses"] == [AP_IP], 10, "DNS back")
+    assert "the access point is disabled" in (net.tmp / "service.log").read_text()
+
+
 def test_sigterm_stops_dnsmasq_and_the_service(net):
     pid = net.status()["dnsmasq"]["pid"]
     net.service.send_signal(signal.SIGTERM)  # to `ip netns exec`, which exec'd solargw

@@ -400,6 +400,18 @@ def test_render_writes_the_file_private(tmp_path, solargw):
     assert printed.returncode == 2 and printed.stderr == "solargw net: [upstream_wifi] ssid: not set\n"
 
 
+def test_enabled_answers_systemds_exec_condition(tmp_path, solargw):
+    """hostapd's ExecCondition: 0 runs it, 1 skips it (inactive, not failed), 255 fails the unit."""
+    settings = tmp_path / "solargw.toml"
+    assert solargw("net", "enabled", "--settings", str(settings)).returncode == 0  # no file: defaults
+    settings.write_text("[access_point]\nenabled = false\n")
+    off = solargw("net", "enabled", "--settings", str(settings))
+    assert off.returncode == 1 and "disabled" in off.stdout
+    settings.write_text("[access_point\n")
+    broken = solargw("net", "enabled", "--settings", str(settings))
+    assert broken.returncode == 255 and "not valid TOML" in broken.stderr and "Traceback" not in broken.stderr
+
+
 def test_render_reports_a_bad_setting_in_one_line(tmp_path, solargw):
     settings = tmp_path / "solargw.toml"
     settings.write_text('[access_point]\ndhcp_start = "10.1.0.5"\n')

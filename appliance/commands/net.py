@@ -4,6 +4,7 @@
   solargw net render hostapd --output /run/solargw/hostapd.conf
   solargw net render {dnsmasq,nftables,wpa_supplicant} [--output PATH]
   solargw net clients                               leases and Wi-Fi stations as JSON
+  solargw net enabled                               exit 0 if the access point is on (hostapd's ExecCondition)
 """
 from __future__ import annotations
 
@@ -55,6 +56,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render_parser.add_argument("--output", "-o", type=Path, default=None,
                                help="write here (atomically, mode 0600) instead of printing")
     render_parser.set_defaults(func=run_render)
+
+    enabled_parser = actions.add_parser(
+        "enabled", help="exit 0 if the access point is enabled in the settings, 1 if not",
+        description="For systemd's ExecCondition= (the hostapd unit): exit 0 when [access_point] enabled "
+        "is true, 1 when it is false; a settings file that does not load fails (255) rather than "
+        "answering no.")
+    enabled_parser.add_argument("--settings", type=Path, default=None,
+                                help="settings file (default: $SOLARGW_SETTINGS or /etc/solargw/solargw.toml)")
+    enabled_parser.set_defaults(func=run_enabled)
 
     clients_parser = actions.add_parser("clients", help="print the DHCP leases and Wi-Fi stations as JSON")
     common(clients_parser)
@@ -108,6 +118,18 @@ def run_clients(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot read the leases {leases}: {exc.strerror or exc}") from None
     print(json.dumps(result, indent=2))
     return 0
+
+
+def run_enabled(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_module.load(args.settings)
+    except settings_module.SettingsError as exc:
+        print(f"solargw net enabled: {exc}", file=sys.stderr)
+        return 255  # systemd: a failed condition command, not a false condition
+    if settings.access_point.enabled:
+        return 0
+    print("the access point is disabled ([access_point] enabled = false)")
+    return 1
 
 
 def run_service(args: argparse.Namespace) -> int:

@@ -40,6 +40,8 @@ class NetPlan:
     leases: Path
     dnsmasq_conf: str
     ruleset: str
+    serving: bool = True
+    """``[access_point] enabled``: false keeps the firewall but no address, DHCP or DNS."""
 
 
 def with_interface(settings: Settings, name: str | None) -> Settings:
@@ -68,4 +70,5 @@ def build(settings: Settings, paths: RuntimePaths) -> NetPlan:
             ap, upstreams=upstreams, leases=leases, pid_file=paths.dnsmasq_pid, lan_interfaces=lan
         ),
         ruleset=firewall.render(ap, firewall.LanPorts.from_settings(settings)),
+        serving=settings.access_point.enabled,
     )

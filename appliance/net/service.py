@@ -231,15 +231,22 @@ class NetService:
         self.current = new
         self._dirty = True
         ap = new.access_point
-        if old is None or old.access_point != ap:
+        if not new.serving:
+            if old is None or old.serving:
+                log.info("the access point is disabled ([access_point] enabled = false): no address, "
+                         "DHCP or DNS on %s; the firewall stays", ap.interface)
+            self.child.stop()
+            self.restart_at = None
+            return
+        if old is None or not old.serving or old.access_point != ap:
             log.info("access point %s on %s, DHCP %s-%s%s", ap.address, ap.interface, ap.dhcp_start,
                      ap.dhcp_end, ", LAN DNS mode" if ap.lan_dns_mode else "")
-        if new.upstreams != (old.upstreams if old else None):
+        if old is None or not old.serving or new.upstreams != old.upstreams:
             log.info("other names go to: %s",
                      ", ".join(map(str, new.upstreams)) or "nobody (answered REFUSED)")
         self._ensure_address(new)
-        if old is None or old.dnsmasq_conf != new.dnsmasq_conf:
-            self._restart_dnsmasq("configuration changed" if old else "starting")
+        if old is None or not old.serving or old.dnsmasq_conf != new.dnsmasq_conf:
+            self._restart_dnsmasq("configuration changed" if old and old.serving else "starting")
 
     def _apply_firewall(self, ruleset: str) -> None:
         try:
@@ -250,7 +257,7 @@ class NetService:
             log.error("firewall: %s", exc)
 
     def _ensure_address(self, plan: NetPlan | None) -> None:
-        if plan is None:
+        if plan is None or not plan.serving:
             return
         try:
             for change in ensure_address(plan.access_point.interface, plan.access_point.address):
@@ -298,7 +305,7 @@ class NetService:
             self._dirty = True
             self.child.stop()
             self._schedule_restart(now, ran)
-        elif self.restart_at is not None and now >= self.restart_at and self.current is not None:
+        elif self.restart_at is not None and now >= self.restart_at and self.current and self.current.serving:
             self.restart_at = None
             self.restarts += 1
             log.info("starting dnsmasq again (restart %d)", self.restarts)
@@ -321,6 +328,8 @@ class NetService:
     def status(self, state: str | None = None) -> dict[str, Any]:
         plan = self.current
         running = self.child.process is not None and self.child.exited() is None
+        if state is None and plan is not None and not plan.serving:
+            state = "disabled"
         if state is None:
             state = "running" if running and not self.config_error else (
                 "degraded" if running else "error" if self.current else "waiting")
@@ -334,7 +343,7 @@ class NetService:
             "upstream_wifi_error": self.upstream_wifi_error,
             "firewall": self.firewall_state if self.use_firewall else "disabled",
         }
-        if plan is not None:
+        if plan is not None and plan.serving:
             ap = plan.access_point
             result.update(
                 interface=ap.interface,
