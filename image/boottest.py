@@ -241,6 +241,13 @@ class Guest:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def kernel_stalls(guest: Guest) -> list[str]:
+    """The guest kernel's soft-lockup and RCU-stall reports: under TCG they mean the emulated CPUs
+    were starved, which explains units that timed out while starting."""
+    return [line.strip() for line in guest.tail(100_000).splitlines()
+            if "soft lockup" in line or "rcu_sched self-detected stall" in line]
+
+
 def unit_states(guest: Guest, units: tuple[str, ...]) -> dict[str, str]:
     out = guest.ssh("systemctl is-active " + " ".join(units), check=False).stdout.decode().split()
     return dict(zip(units, out, strict=True))

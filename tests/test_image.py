@@ -88,7 +88,7 @@ def test_first_boot_example_is_shipped(boot):
     assert text == (REPO / "image/solargw.toml.example").read_text()
 
 
-# -- booted in QEMU -virt ----------------------------------------------------------------------
+# -- booted in QEMU: figures and diagnostics to build/ -----------------------------------------
 
 def save_figures(machine: str, figures: dict) -> None:
     path = REPO / "build" / f"boottest-{machine}.json"
@@ -96,7 +96,8 @@ def save_figures(machine: str, figures: dict) -> None:
     print(f"\n{machine}: {json.dumps(figures)}")
 
 
-GUEST_DIAGNOSTICS = ("journalctl -b --no-pager -u solargw-firstboot -u solargw-net -u solargw-web "
+GUEST_DIAGNOSTICS = ("systemctl --failed --no-pager; journalctl -b --no-pager -p warning -n 300; "
+                     "journalctl -b --no-pager -u solargw-firstboot -u solargw-net -u solargw-web "
                      "-u solargw-zigbee -u hostapd -u mosquitto; ls -l /var/lib/solargw")
 
 
@@ -108,6 +109,38 @@ def save_guest_diagnostics(guest: boottest.Guest, machine: str) -> None:
         text = f"(no diagnostics: {exc})\n"
     (REPO / "build" / f"boottest-{machine}-journal.log").write_text(text)
 
+
+# -- booted in QEMU -M raspi3b ----------------------------------------------------------------
+
+def test_raspi3b_boots_from_the_sd_card(image):
+    guest = boottest.Guest(image, "raspi3b")
+    guest.prepare()
+    guest.start()
+    try:
+        ssh_after = guest.wait_ssh(900)
+        state, ready = guest.wait_ready(600)
+        root = guest.ssh("findmnt -n -o SOURCE /").stdout.decode().strip()
+        model = guest.ssh("tr -d '\\0' < /proc/device-tree/model").stdout.decode().strip()
+        states = boottest.unit_states(guest, SERVICES)
+        failed = boottest.failed_units(guest)
+        stalls = boottest.kernel_stalls(guest)
+        page = requests.get(f"http://127.0.0.1:{guest.ports[80]}/login", timeout=60)
+        save_figures("raspi3b", {"ssh_after_s": round(ssh_after), "ready_after_s": round(ready),
+                                 "state": state, "root": root, "model": model,
+                                 "memory_mib": {k: round(v, 1) for k, v in boottest.service_memory(guest).items()}})
+    finally:
+        save_guest_diagnostics(guest, "raspi3b")
+        guest.stop()
+        (REPO / "build" / "boottest-raspi3b-serial.log").write_text(guest.tail(100_000))
+        guest.cleanup()
+    assert root.startswith("/dev/mmcblk0p2"), root
+    assert "Raspberry Pi 3" in model
+    assert states == dict.fromkeys(SERVICES, "active"), states
+    assert failed == [], (failed, stalls)
+    assert page.status_code == 200
+
+
+# -- booted in QEMU -virt ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def virt(image):
@@ -122,14 +155,14 @@ def virt(image):
     finally:
         save_guest_diagnostics(guest, "virt")
         guest.stop()
-        (REPO / "build" / "boottest-virt-serial.log").write_text(guest.tail(2000))
+        (REPO / "build" / "boottest-virt-serial.log").write_text(guest.tail(100_000))
         guest.cleanup()
 
 
 def test_virt_services_active_and_nothing_failed(virt):
     units = SERVICES + ("solargw-firstboot",)
     assert boottest.unit_states(virt, units) == dict.fromkeys(units, "active")
-    assert boottest.failed_units(virt) == []
+    assert boottest.failed_units(virt) == [], boottest.kernel_stalls(virt)
     assert virt.figures["state"] == "running"
     memory = boottest.service_memory(virt)
     virt.figures["memory_mib"] = {k: round(v, 1) for k, v in memory.items()}
@@ -266,32 +299,3 @@ def test_virt_wifi_firmware_for_every_model(virt):
     script = "; ".join(f"test -s '/usr/lib/firmware/brcm/{name}' || echo '{name}'" for name in names)
     missing = virt.ssh(script).stdout.decode().split()
     assert missing == [], f"Wi-Fi firmware missing: {missing}"
-
-
-# -- booted in QEMU -M raspi3b ----------------------------------------------------------------
-
-def test_raspi3b_boots_from_the_sd_card(image):
-    guest = boottest.Guest(image, "raspi3b")
-    guest.prepare()
-    guest.start()
-    try:
-        ssh_after = guest.wait_ssh(900)
-        state, ready = guest.wait_ready(600)
-        root = guest.ssh("findmnt -n -o SOURCE /").stdout.decode().strip()
-        model = guest.ssh("tr -d '\\0' < /proc/device-tree/model").stdout.decode().strip()
-        states = boottest.unit_states(guest, SERVICES)
-        failed = boottest.failed_units(guest)
-        page = requests.get(f"http://127.0.0.1:{guest.ports[80]}/login", timeout=60)
-        save_figures("raspi3b", {"ssh_after_s": round(ssh_after), "ready_after_s": round(ready),
-                                 "state": state, "root": root, "model": model,
-                                 "memory_mib": {k: round(v, 1) for k, v in boottest.service_memory(guest).items()}})
-    finally:
-        save_guest_diagnostics(guest, "raspi3b")
-        guest.stop()
-        (REPO / "build" / "boottest-raspi3b-serial.log").write_text(guest.tail(2000))
-        guest.cleanup()
-    assert root.startswith("/dev/mmcblk0p2"), root
-    assert "Raspberry Pi 3" in model
-    assert states == dict.fromkeys(SERVICES, "active"), states
-    assert failed == [], failed
-    assert page.status_code == 200
