@@ -241,12 +241,13 @@ class Demo:
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM stops the demo like Ctrl-C
+    raise KeyboardInterrupt  # Ctrl-C and SIGTERM stop the demo alike
 
 
 def run(host: str = "127.0.0.1", port: int = 8080, workdir: Path | None = None, keep: bool = False) -> int:
     demo = Demo(host=host, port=port, workdir=workdir, keep=keep)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # SIGINT too: a process started in the background by a shell inherits it ignored.
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         demo.say("solargw demo: starting mosquitto, the Zigbee emulator, the Zigbee and web services, "
                  "and the NEP simulator...")
@@ -263,4 +264,5 @@ def run(host: str = "127.0.0.1", port: int = 8080, workdir: Path | None = None, 
         return 0
     finally:
         demo.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
