@@ -7,12 +7,14 @@ Figures (boot-to-ready, service memory) go to build/boottest-<machine>.json.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -110,29 +112,37 @@ def save_guest_diagnostics(guest: boottest.Guest, machine: str) -> None:
     (REPO / "build" / f"boottest-{machine}-journal.log").write_text(text)
 
 
-# -- booted in QEMU -M raspi3b ----------------------------------------------------------------
-
-def test_raspi3b_boots_from_the_sd_card(image):
-    guest = boottest.Guest(image, "raspi3b")
+@contextlib.contextmanager
+def booted(image: Path, machine: str, ssh_timeout: float) -> Iterator[boottest.Guest]:
+    """``image`` booted on a copy in QEMU ``machine``, up to ``systemctl is-system-running``
+    (``guest.figures``); afterwards its diagnostics and serial log go to build/."""
+    guest = boottest.Guest(image, machine)
     guest.prepare()
     guest.start()
     try:
-        ssh_after = guest.wait_ssh(900)
+        ssh_after = guest.wait_ssh(ssh_timeout)
         state, ready = guest.wait_ready(600)
+        guest.figures = {"ssh_after_s": round(ssh_after), "ready_after_s": round(ready), "state": state}
+        yield guest
+    finally:
+        save_guest_diagnostics(guest, machine)
+        guest.stop()
+        (REPO / "build" / f"boottest-{machine}-serial.log").write_text(guest.tail(100_000))
+        guest.cleanup()
+
+
+# -- booted in QEMU -M raspi3b ----------------------------------------------------------------
+
+def test_raspi3b_boots_from_the_sd_card(image):
+    with booted(image, "raspi3b", ssh_timeout=900) as guest:
         root = guest.ssh("findmnt -n -o SOURCE /").stdout.decode().strip()
         model = guest.ssh("tr -d '\\0' < /proc/device-tree/model").stdout.decode().strip()
         states = boottest.unit_states(guest, SERVICES)
         failed = boottest.failed_units(guest)
         stalls = boottest.kernel_stalls(guest)
         page = requests.get(f"http://127.0.0.1:{guest.ports[80]}/login", timeout=60)
-        save_figures("raspi3b", {"ssh_after_s": round(ssh_after), "ready_after_s": round(ready),
-                                 "state": state, "root": root, "model": model,
+        save_figures("raspi3b", {**guest.figures, "root": root, "model": model,
                                  "memory_mib": {k: round(v, 1) for k, v in boottest.service_memory(guest).items()}})
-    finally:
-        save_guest_diagnostics(guest, "raspi3b")
-        guest.stop()
-        (REPO / "build" / "boottest-raspi3b-serial.log").write_text(guest.tail(100_000))
-        guest.cleanup()
     assert root.startswith("/dev/mmcblk0p2"), root
     assert "Raspberry Pi 3" in model
     assert states == dict.fromkeys(SERVICES, "active"), states
@@ -144,19 +154,8 @@ def test_raspi3b_boots_from_the_sd_card(image):
 
 @pytest.fixture(scope="module")
 def virt(image):
-    guest = boottest.Guest(image, "virt")
-    guest.prepare()
-    guest.start()
-    try:
-        ssh_after = guest.wait_ssh(600)
-        state, ready = guest.wait_ready(600)
-        guest.figures = {"ssh_after_s": round(ssh_after), "ready_after_s": round(ready), "state": state}
+    with booted(image, "virt", ssh_timeout=600) as guest:
         yield guest
-    finally:
-        save_guest_diagnostics(guest, "virt")
-        guest.stop()
-        (REPO / "build" / "boottest-virt-serial.log").write_text(guest.tail(100_000))
-        guest.cleanup()
 
 
 def test_virt_services_active_and_nothing_failed(virt):
