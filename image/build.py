@@ -23,7 +23,9 @@ Stages (each printed with its duration):
 7. ``compress``: ``xz`` and ``.sha256``.
 
 Caches live outside the repository (``--cache-dir``, default
-``/var/cache/solargw-image``): the base tarball and the apt archives.
+``/var/cache/solargw-image``): the base tarball and the apt archives, shared by every
+checkout (building the base holds a lock on the cache). The provisioned root file
+system and genimage's scratch space are per checkout, under ``build/work``.
 """
 from __future__ import annotations
 
@@ -374,6 +376,16 @@ def assemble(root: Path, work: Path, out_img: Path) -> None:
         (out_img.parent / leftover).unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def base_lock(cache: Path):
+    """Exclusive use of the cache's base tarball while it is checked or built."""
+    import fcntl
+
+    with open(cache / "base.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", type=Path,
@@ -390,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     started = time.monotonic()
     cache: Path = args.cache_dir.resolve()
-    work = cache / "work"
+    cache.mkdir(parents=True, exist_ok=True)
+    work = args.output_dir.resolve() / "work"
     work.mkdir(parents=True, exist_ok=True)
     ver = version()
     name = f"solargw-{ver}-arm64"
@@ -401,14 +414,16 @@ def main(argv: list[str] | None = None) -> int:
         register_binfmt()
     key = base_key(args.mirror, packages)
     tarball = cache / f"base-{SUITE}-arm64-{key}.tar.zst"
-    cold = args.rebuild_base or not tarball.exists()
-    with stage("base" if cold else "base (cached)", timings):
-        if cold:
-            build_base(work, cache, args.mirror, packages, tarball)
-        log(f"base rootfs: {tarball} ({tarball.stat().st_size / 1e6:.0f} MB)")
-        for stale in cache.glob(f"base-{SUITE}-arm64-*.tar.zst"):
-            if stale != tarball:
-                stale.unlink()
+    with base_lock(cache):  # another checkout may be building the same base right now
+        cold = args.rebuild_base or not tarball.exists()
+        with stage("base" if cold else "base (cached)", timings):
+            if cold:
+                build_base(cache / "work", cache, args.mirror, packages, tarball)
+            log(f"base rootfs: {tarball} ({tarball.stat().st_size / 1e6:.0f} MB)")
+            tarball.touch()  # in use: other checkouts' bases are dropped after a week unused
+            for stale in cache.glob(f"base-{SUITE}-arm64-*.tar.zst"):
+                if stale != tarball and time.time() - stale.stat().st_mtime > 7 * 86400:
+                    stale.unlink()
     root = work / "rootfs"
     with stage("rootfs", timings):
         if root.exists():

@@ -54,11 +54,10 @@ def test_wheelhouse_bundle_is_reproducible(tmp_path):
 
 @pytest.fixture
 def image_rootfs(image) -> Path:
-    """The root file system the image build provisioned (kept in the build cache)."""
+    """The root file system the image build provisioned (kept in build/work)."""
     if os.geteuid() != 0:
         pytest.fail("needs root (chroot)")
-    cache = Path(os.environ.get("SOLARGW_IMAGE_CACHE", "/var/cache/solargw-image"))
-    root = cache / "work" / "rootfs"
+    root = REPO / "build" / "work" / "rootfs"
     assert (root / "opt/solargw/venv/bin/solargw").exists(), f"no provisioned root file system in {root}"
     return root
 
