@@ -15,7 +15,7 @@ import tomllib
 
 from appliance.settings import Settings, load, save
 from appliance.store import Store
-from appliance.web import settings_form
+from appliance.settings import rules
 from appliance.web.app import create_app
 from factories import enecsys_reading, nep_reading
 
@@ -262,13 +262,13 @@ def test_history_export_is_a_sqlite_backup(app, tmp_path):
 
 
 def test_passphrase_rules():
-    assert settings_form.passphrase_error("x" * 7)
-    assert settings_form.passphrase_error("x" * 64)
-    assert settings_form.passphrase_error("x" * 8) is None
-    assert settings_form.passphrase_error("x" * 63) is None
-    assert settings_form.passphrase_error("pässwörter") is not None
-    assert settings_form.channel_error(14, "GB") and settings_form.channel_error(13, "GB") is None
-    assert settings_form.ssid_error("") and settings_form.ssid_error("x" * 33) and settings_form.ssid_error("roof") is None
+    assert rules.passphrase_error("x" * 7)
+    assert rules.passphrase_error("x" * 64)
+    assert rules.passphrase_error("x" * 8) is None
+    assert rules.passphrase_error("x" * 63) is None
+    assert rules.passphrase_error("pässwörter") is not None
+    assert rules.channel_error(14, "GB") and rules.channel_error(13, "GB") is None
+    assert rules.ssid_error("") and rules.ssid_error("x" * 33) and rules.ssid_error("roof") is None
 
 
 def test_environment_overrides_are_never_written_to_the_file(settings_file, monkeypatch):
