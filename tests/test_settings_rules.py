@@ -123,7 +123,6 @@ def test_a_hand_edited_file_meets_the_form_rules(tmp_path):
     assert load(path, env={}).mqtt.host == "bad host!"  # load checks types only
     with pytest.raises(SettingsError) as error:
         load_valid(path, env={})
-    assert str(error.value).startswith(f"{path}: ")
     assert "[mqtt] host: not a valid host name" in str(error.value) and "[zigbee] channel: 40" in str(error.value)
 
 

@@ -324,6 +324,5 @@ def require_valid(settings: Settings, sections: Iterable[str] | None = None) -> 
     """``settings`` when :func:`validate` finds nothing, else ``SettingsError`` with every problem."""
     problems = validate(settings, sections)
     if problems:
-        where = f"{settings.path}: " if settings.path is not None else ""
-        raise SettingsError(where + describe(problems), problems)
+        raise SettingsError(describe(problems), problems)
     return settings
