@@ -92,6 +92,7 @@ class SettingsFollower:
         self._reload_reason: str | None = None
         self._advised: set[str] = set()
         self._fingerprint = file_fingerprint(self.path) if self.path is not None else None
+        self._had_file = self._fingerprint is not None
         self.settings = settings if settings is not None else self._load()
         log_advice(self.settings, self._advised)
         apply_timezone(self.settings)
@@ -119,8 +120,9 @@ class SettingsFollower:
                 log.info("%s: reloading the settings", reason)
             self._fingerprint = fingerprint
             try:
-                if fingerprint is None:  # gone (never while ``save`` replaces it): not "back to defaults"
+                if fingerprint is None and self._had_file:  # gone (``save`` never leaves it so): not "defaults"
                     raise SettingsError(f"{self.path}: the settings file is missing")
+                self._had_file = self._had_file or fingerprint is not None
                 new = self._load()
             except SettingsError as exc:
                 self._fail(str(exc))
@@ -137,7 +139,8 @@ class SettingsFollower:
 
     def _fail(self, message: str) -> None:
         if message != self.error:
-            log.error("%s; keeping the settings in use", message)
+            where = "" if message.startswith(str(self.path)) else f"{self.path}: "
+            log.error("%s%s; keeping the settings in use", where, message)
         self.error = message
 
     def adopt(self, settings: Settings) -> None:

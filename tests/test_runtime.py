@@ -115,6 +115,15 @@ def test_follower_keeps_the_settings_when_the_file_disappears(settings_file):
     assert follower.settings.mqtt.port == 1884 and "missing" in follower.error
 
 
+def test_follower_without_a_file_yet_uses_defaults_until_one_appears(tmp_path):
+    path = tmp_path / "solargw.toml"
+    follower = SettingsFollower(path, env={})
+    follower.request_reload()
+    assert follower.check() is True and follower.error == "" and follower.settings == Settings()
+    rewrite(path, mqtt={"port": 1884})
+    assert follower.check() is True and follower.settings.mqtt.port == 1884
+
+
 def test_follower_adjusts_before_validating(settings_file):
     def on_interface(settings: Settings) -> Settings:
         settings.access_point.interface = "ap0"

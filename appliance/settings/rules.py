@@ -41,6 +41,13 @@ def interface_error(name: str) -> str | None:
     return None
 
 
+def upstream_interface_error(name: str, access_point_interface: str) -> str | None:
+    """The upstream client's own interface: a valid name, not the access point's."""
+    if name == access_point_interface:
+        return "must differ from [access_point] interface"
+    return interface_error(name)
+
+
 def ssid_error(ssid: str) -> str | None:
     """An SSID is 1-32 bytes (UTF-8 here) without control characters."""
     if not ssid:
@@ -270,9 +277,7 @@ def validate(settings: Settings, sections: Iterable[str] | None = None) -> Probl
 
     up = settings.upstream_wifi
     if up.enabled:
-        add("upstream_wifi.interface", interface_error(up.interface))
-        if up.interface == ap.interface:
-            add("upstream_wifi.interface", "must differ from [access_point] interface")
+        add("upstream_wifi.interface", upstream_interface_error(up.interface, ap.interface))
         add("upstream_wifi.ssid", ssid_error(up.ssid))
         if up.passphrase:  # empty: an open network
             add("upstream_wifi.passphrase", passphrase_error(up.passphrase))
