@@ -52,7 +52,7 @@ class LedgerState:
 
     total_wh: float = 0.0
     last_counter_wh: float | None = None
-    """The counter in the latest frame, whatever was made of it."""
+    """The counter in the latest frame, whatever was made of it (a lifetime zero before any value is not kept)."""
     last_timestamp: float | None = None
     """The latest receive time seen (a late frame does not move it back)."""
     mark_wh: float | None = None
