@@ -111,6 +111,8 @@ class SettingsFollower:
         """Take the file into use if it changed (or a reload was asked); True when it was read."""
         if self.path is None:
             return False
+        if self._reload_reason is None and file_fingerprint(self.path) == self._fingerprint:
+            return False  # the common case, without the lock (a request thread, every loop tick)
         with self._lock:
             reason, self._reload_reason = self._reload_reason, None
             fingerprint = file_fingerprint(self.path)

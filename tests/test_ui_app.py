@@ -204,6 +204,32 @@ def test_settings_file_changed_elsewhere_is_reread(app, settings_file):
     assert app.extensions["solargw"].settings.system.timezone == "Asia/Tokyo"
 
 
+def test_settings_file_broken_elsewhere_keeps_the_settings_in_use(app, settings_file):
+    client = app.test_client()
+    client.get("/")
+    good = settings_file.read_text()
+    settings_file.write_text(good.replace('timezone = "UTC"', 'timezone = "Mars/Olympus"'))
+    assert client.get("/status").status_code == 200
+    services = app.extensions["solargw"]
+    assert services.settings.system.timezone == "UTC"
+    assert "[system] timezone: unknown time zone 'Mars/Olympus'" in services.follower.error
+    settings_file.write_text(good.replace('timezone = "UTC"', 'timezone = "Asia/Tokyo"'))
+    client.get("/")
+    assert services.settings.system.timezone == "Asia/Tokyo" and services.follower.error == ""
+
+
+def test_a_form_save_refuses_a_file_broken_in_another_section(app, settings_file):
+    client = logged_in_client(app)
+    token = csrf(client.get("/settings").data)
+    on_disk = settings_file.read_text()
+    broken = on_disk.replace("channel = 13", "channel = 40")  # [zigbee] channel, edited by hand
+    assert broken != on_disk
+    settings_file.write_text(broken)
+    response = client.post("/settings/system", data={"csrf_token": token, "timezone": "Europe/Paris"})
+    assert response.status_code == 500 and b"[zigbee] channel: 40 is not a Zigbee channel" in response.data
+    assert settings_file.read_text() == broken  # nothing written
+
+
 def test_password_change_needs_current_and_logs_out_other_sessions(app, settings_file):
     client = logged_in_client(app)
     other = app.test_client()

@@ -49,7 +49,7 @@ class Services:
         else:
             self.mqtt = PublisherHolder(_make_publisher(store), settings)
         self.pipeline = Pipeline(store, self.mqtt)
-        self.status = StatusReporter("web", publish=self.mqtt.publish_status, heartbeat=STATUS_HEARTBEAT_SECONDS)
+        self.status_reporter = StatusReporter("web", publish=self.mqtt.publish_status, heartbeat=STATUS_HEARTBEAT_SECONDS)
         self._status_checked = float("-inf")
         self._relay: Any = None
         self._relay_pid = 0
@@ -78,7 +78,7 @@ class Services:
     def _settings_changed(self, old: Settings, new: Settings) -> None:
         """The publisher and the relay are made again when their sections changed."""
         if self.mqtt.update(new):
-            self.status.force()  # the new broker hears the status at the next report
+            self.status_reporter.force()  # the new broker hears the status at the next report
         if old.relay != new.relay:
             with self._lock:
                 old_relay, self._relay = self._relay, None
@@ -115,7 +115,7 @@ class Services:
         if self.publisher is None:
             return
         net = self.store.status().get("net")
-        self.status.report({
+        self.status_reporter.report({
             "inverters": len(self.store.inverters()),
             "wifi": net[1].get("state", "unknown") if net else "not running",
         })
