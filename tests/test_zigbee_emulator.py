@@ -16,7 +16,7 @@ from zigpy_znp.zigbee.application import ControllerApplication
 from appliance.protocols import enecsys
 from appliance.zigbee.emulator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator
 from appliance.zigbee.inverters import DayCurve, ForeignDevice, SimulatedInverter
-from appliance.zigbee.service import EnecsysApplication
+from appliance.zigbee.application import EnecsysApplication
 
 pytestmark = pytest.mark.slow  # starts the ZNP emulator
 

@@ -297,16 +297,16 @@ def test_subprocess_service_restarts_without_duplicating_energy(tmp_path):
 
 
 def test_auto_detection_finds_the_sonoff_dongle(tmp_path):
-    from appliance.zigbee import device
+    from appliance.zigbee import port
 
-    assert device.resolve("auto", tmp_path / "missing") is None
-    assert device.resolve("socket://10.0.0.2:6638", tmp_path) == "socket://10.0.0.2:6638"
+    assert port.resolve("auto", tmp_path / "missing") is None
+    assert port.resolve("socket://10.0.0.2:6638", tmp_path) == "socket://10.0.0.2:6638"
     (tmp_path / "usb-Some_Mouse-if00").touch()
-    assert device.resolve("auto", tmp_path) is None
+    assert port.resolve("auto", tmp_path) is None
     sonoff = tmp_path / "usb-ITead_Sonoff_Zigbee_3.0_USB_Dongle_Plus_a4b3e1d2c3f2ed11-if00-port0"
     sonoff.touch()
-    assert device.resolve("auto", tmp_path) == str(sonoff)
-    assert device.resolve("", tmp_path) == str(sonoff)
+    assert port.resolve("auto", tmp_path) == str(sonoff)
+    assert port.resolve("", tmp_path) == str(sonoff)
 
 
 def test_telemetry_json_has_the_seed_shape_and_is_replaced_atomically(tmp_path):
