@@ -15,7 +15,8 @@ from zigpy_znp.zigbee.application import ControllerApplication
 
 from appliance.protocols import enecsys
 from appliance.zigbee.emulator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator
-from appliance.zigbee.inverters import DayCurve, ForeignDevice, SimulatedInverter
+from appliance.sim.enecsys_inverters import EnecsysInverter, ForeignDevice
+from appliance.sim.sun import SimClock
 from appliance.zigbee.application import EnecsysApplication
 
 pytestmark = pytest.mark.slow  # starts the ZNP emulator
@@ -162,7 +163,7 @@ def test_inverter_needs_pan_02aa_and_stack_profile_0():
         emu = CoordinatorEmulator()
         await emu.start()
         app = await started_network(emu, stack_profile=2)
-        inverter = SimulatedInverter(emu, 100095471, retry_delay=0.1, handshake_timeout=0.3)
+        inverter = EnecsysInverter(emu, 100095471, retry_delay=0.1, handshake_timeout=0.3)
         inverter.start()
         await asyncio.sleep(0.5)
         assert inverter.stats.joins == 0 and not emu.events_named("tc_device_join")
@@ -205,12 +206,12 @@ def test_inverters_are_silent_at_night():
         await emu.start()
         app = await started_network(emu)
         answer_handshakes(app)
-        night = SimulatedInverter(emu, 100095471, retry_delay=0.05, curve=DayCurve(start_hour=2))
-        dusk = SimulatedInverter(emu, 100012445, interval=0.05, retry_delay=0.05, curve=DayCurve(start_hour=12))
+        night = EnecsysInverter(emu, 100095471, retry_delay=0.05, clock=SimClock.at(2))
+        dusk = EnecsysInverter(emu, 100012445, interval=0.05, retry_delay=0.05, clock=SimClock.at(12))
         night.start()
         dusk.start()
         await until(lambda: dusk.stats.reports_sent >= 2, 5, "reports in daylight")
-        dusk.curve.start_hour, dusk.curve.started = 21.0, time.monotonic()  # sunset
+        dusk.clock = SimClock.at(21)  # after sunset
         await until(lambda: not dusk.reporting, 2, "the radio to go dark")
         await asyncio.sleep(0.3)
         assert night.stats.joins == 0 and len(emu.events_named("tc_device_join")) == 1  # dusk's only
@@ -232,7 +233,7 @@ def test_unanswered_inverter_leaves_and_retries_and_foreign_device_frames_reach_
         app = await started_network(emu)
         received = []
         app.packet_received = received.append  # the host side: see what the stick delivers
-        inverter = SimulatedInverter(emu, 100095471, retry_delay=0.1, handshake_timeout=0.2)
+        inverter = EnecsysInverter(emu, 100095471, retry_delay=0.1, handshake_timeout=0.2)
         inverter.start()
         await until(lambda: inverter.stats.handshake_timeouts >= 2, 5, "two unanswered handshakes")
         assert inverter.stats.handshake_replies == 0 and not inverter.reporting
@@ -259,7 +260,7 @@ def test_wrong_trust_center_key_fails_after_the_tc_indication():
         emu = CoordinatorEmulator(tc_link_key=DEFAULT_TC_LINK_KEY)
         await emu.start()
         app = await started_network(emu)
-        inverter = SimulatedInverter(emu, 100048590, retry_delay=0.1)
+        inverter = EnecsysInverter(emu, 100048590, retry_delay=0.1)
         inverter.start()
         await until(lambda: inverter.stats.failed_joins >= 2, 3, "failed joins")
         assert emu.events_named("tc_device_join") and emu.events_named("key_exchange_failed")
@@ -277,7 +278,7 @@ def test_answered_inverter_reports_and_unicast_to_a_vanished_device_is_not_acked
         await emu.start()
         app = await started_network(emu)
         frames, send = answer_handshakes(app)
-        inverter = SimulatedInverter(emu, 100095471, interval=0.05, curve=DayCurve(start_hour=12),
+        inverter = EnecsysInverter(emu, 100095471, interval=0.05, clock=SimClock.at(12),
                                      alarm_probability=0)
         inverter.start()
         await until(lambda: inverter.stats.reports_sent >= 3, 5, "reports")

@@ -19,7 +19,8 @@ from appliance.protocols import enecsys
 from appliance.settings import from_dict
 from appliance.store import Store
 from appliance.zigbee.emulator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator, FirmwareVersion
-from appliance.zigbee.inverters import DayCurve, ForeignDevice, InverterFleet
+from appliance.sim.enecsys_inverters import ForeignDevice, InverterFleet
+from appliance.sim.sun import SimClock
 from appliance.zigbee.service import ZigbeeService
 from brokers import free_port, mosquitto
 
@@ -47,7 +48,7 @@ def service_settings(tmp_path: Path, device: str, broker=None, channel: int = 13
 
 def fleet_for(emu, serials=SERIALS, **options) -> InverterFleet:
     options = {"interval": 0.3, "handshake_timeout": 2.0, "retry_delay": 0.3, "alarm_probability": 0.0,
-               "curve": DayCurve(start_hour=12), **options}
+               "clock": SimClock.at(12), **options}
     return InverterFleet(emu, serials, **options)
 
 

@@ -25,7 +25,7 @@ What it models on purpose, because the appliance depends on it:
   behaviour of Koenkk's builds since 2021-07-08) unless ``forward_foreign_profiles`` is off.
 
 Run it stand-alone with ``solargw simulate enecsys`` (``--inverters 0`` for the stick alone).
-Devices "on the air" (see :mod:`appliance.zigbee.inverters`) use :meth:`beacon`,
+Devices "on the air" (see :mod:`appliance.sim.enecsys_inverters`) use :meth:`beacon`,
 :meth:`associate`, :meth:`send_from` and :meth:`leave`; they receive the host's unicasts
 through their ``deliver(cluster, profile, src_ep, dst_ep, data)`` method.
 """
