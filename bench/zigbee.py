@@ -15,10 +15,10 @@ import tempfile
 import time
 
 from appliance.settings import from_dict
-from appliance.store import Store
-from appliance.zigbee.emulator import CoordinatorEmulator
 from appliance.sim.enecsys_inverters import InverterFleet
 from appliance.sim.sun import SimClock
+from appliance.sim.zstack.coordinator import CoordinatorEmulator
+from appliance.store import Store
 from appliance.zigbee.service import ZigbeeService
 
 

@@ -14,9 +14,9 @@ from zigpy_znp.types.nvids import OsalNvIds
 from zigpy_znp.zigbee.application import ControllerApplication
 
 from appliance.protocols import enecsys
-from appliance.zigbee.emulator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator
 from appliance.sim.enecsys_inverters import EnecsysInverter, ForeignDevice
 from appliance.sim.sun import SimClock
+from appliance.sim.zstack.coordinator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator
 from appliance.zigbee.application import EnecsysApplication
 
 pytestmark = pytest.mark.slow  # starts the ZNP emulator
@@ -88,7 +88,7 @@ def test_zigpy_znp_forms_the_requested_network_then_resumes_it():
         await app.startup(auto_form=True)
         assert (app.state.network_info.pan_id, app.state.network_info.channel) == (0x02AA, 13)
         assert (emu.pan_id, emu.channel, emu.network_up) == (0x02AA, 13, True)
-        nib = emu.nib()
+        nib = emu.nv.nib()
         assert nib.nwkPanId == 0x02AA and nib.nwkLogicalChannel == 13
         assert str(nib.extendedPANID) == "d3:73:39:d4:cb:1c:60:bb"
         assert app.state.node_info.version == "Z-Stack 20220219"
@@ -113,13 +113,13 @@ def test_stack_profile_takes_effect_at_the_next_reset_and_formation_restores_it(
     async def scenario():
         emu = CoordinatorEmulator()
         await emu.start()
-        assert emu.nv_get(OsalNvIds.STACK_PROFILE) == b"\x02" and emu.stack_profile == 2
+        assert emu.nv.read(OsalNvIds.STACK_PROFILE) == b"\x02" and emu.stack_profile == 2
         znp = ZNP(ControllerApplication.SCHEMA(app_config(emu.url)))
         await znp.connect()
         assert znp.version == 3.30  # the extended NV tables of Z-Stack 3.x.0 on CC26x2
         assert await znp.nvram.osal_read(OsalNvIds.STACK_PROFILE, item_type=t.uint8_t) == 2
         await znp.nvram.osal_write(OsalNvIds.STACK_PROFILE, t.uint8_t(0))
-        assert emu.nv_get(OsalNvIds.STACK_PROFILE) == b"\x00"
+        assert emu.nv.read(OsalNvIds.STACK_PROFILE) == b"\x00"
         assert emu.stack_profile == 2  # not until the stick restarts
         await znp.reset()
         assert emu.stack_profile == 0
@@ -127,8 +127,8 @@ def test_stack_profile_takes_effect_at_the_next_reset_and_formation_restores_it(
         await znp.nvram.osal_write(OsalNvIds.STARTUP_OPTION,
                                    t.StartupOptions.ClearState | t.StartupOptions.ClearConfig)
         await znp.reset()
-        assert emu.nv_get(OsalNvIds.STACK_PROFILE) == b"\x02" and emu.stack_profile == 2
-        assert emu.nv_get(OsalNvIds.EXTADDR) is not None
+        assert emu.nv.read(OsalNvIds.STACK_PROFILE) == b"\x02" and emu.stack_profile == 2
+        assert emu.nv.read(OsalNvIds.EXTADDR) is not None
         # the TC link key is a build-time constant: no NV item holds it
         assert enecsys_key_not_in_nv(emu)
         await znp.disconnect()
@@ -150,7 +150,7 @@ class EnecsysEndpointApp(ControllerApplication):
 async def started_network(emu: CoordinatorEmulator, *, pan_id: int = 0x02AA, stack_profile: int = 0):
     app = ControllerApplication(app_config(emu.url, pan_id=pan_id))
     await app.startup(auto_form=True)
-    emu.nv_set(OsalNvIds.STACK_PROFILE, bytes([stack_profile]))
+    emu.nv.write(OsalNvIds.STACK_PROFILE, bytes([stack_profile]))
     await app.shutdown()
     app = EnecsysEndpointApp(app_config(emu.url, pan_id=pan_id))
     await app.startup(auto_form=True)  # its reset puts the stack profile in effect

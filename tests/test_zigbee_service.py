@@ -17,10 +17,10 @@ from zigpy_znp.types.nvids import OsalNvIds
 from appliance.mqtt import make_publisher
 from appliance.protocols import enecsys
 from appliance.settings import from_dict
-from appliance.store import Store
-from appliance.zigbee.emulator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator, FirmwareVersion
 from appliance.sim.enecsys_inverters import ForeignDevice, InverterFleet
 from appliance.sim.sun import SimClock
+from appliance.sim.zstack.coordinator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator, FirmwareVersion
+from appliance.store import Store
 from appliance.zigbee.service import ZigbeeService
 from brokers import free_port, mosquitto
 
@@ -75,7 +75,7 @@ def test_inverters_handshake_report_to_store_and_mqtt_and_junk_is_counted(tmp_pa
         # the network the service asked for, seen from the stick
         assert (emu.pan_id, emu.channel, emu.stack_profile) == (0x02AA, 13, 0)
         assert emu.extended_pan_id == bytes.fromhex("d37339d4cb1c60bb")[::-1]
-        assert emu.nv_get(OsalNvIds.STACK_PROFILE) == b"\x00"
+        assert emu.nv.read(OsalNvIds.STACK_PROFILE) == b"\x00"
         writes = [i for i, e in enumerate(emu.events) if e.name == "nv_write"
                   and e.detail["nvid"] == OsalNvIds.STACK_PROFILE and e.detail["value"] == b"\x00"]
         resets = [i for i, e in enumerate(emu.events) if e.name == "reset"]

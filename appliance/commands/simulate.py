@@ -131,7 +131,7 @@ async def _simulate_enecsys(args: argparse.Namespace) -> int:
 
     from appliance.sim.enecsys_inverters import InverterFleet
     from appliance.sim.sun import SimClock
-    from appliance.zigbee.emulator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator
+    from appliance.sim.zstack.coordinator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator
 
     clock = SimClock(args.start, args.speed)
     options = {"tc_link_key": DEFAULT_TC_LINK_KEY} if args.stock_firmware else {}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from appliance.protocols import enecsys
 from appliance.sim.sun import SimClock
-from appliance.zigbee.emulator import CoordinatorEmulator
+from appliance.sim.zstack.coordinator import CoordinatorEmulator
 
 log = logging.getLogger(__name__)
 
