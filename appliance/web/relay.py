@@ -39,7 +39,7 @@ from typing import Iterable
 import dns.exception
 import dns.resolver
 
-from appliance.nepsim import build_request
+from appliance.protocols.nep import build_request
 from appliance.settings import RelaySettings
 from appliance.settings.rules import parse_resolver
 
