@@ -13,12 +13,19 @@ Then every applied line of the boot file is commented out, secret values are
 removed, and a note says when it was applied: running again changes nothing
 (the unit runs at every boot, so an owner can drop in a new file later, e.g. to
 reset a forgotten password).
+
+That repair path must work when ``/etc/solargw/solargw.toml`` itself is broken (not
+TOML, not UTF-8, a value breaking a rule): the boot file is then applied on top of
+what the services run on (:func:`appliance.settings.load_recovering`: the file's good
+sections, the last good copy for the rest), and the broken file is kept beside it
+(``solargw.toml.broken-<time>``), which the output and the log say.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import grp
+import logging
 import os
 import pwd
 import re
@@ -37,6 +44,8 @@ from werkzeug.security import generate_password_hash
 from appliance import settings as settings_mod
 from appliance.settings import rules
 
+log = logging.getLogger(__name__)
+
 BOOT_FILE = "solargw.toml"
 SECRET_KEYS = {("access_point", "passphrase"), ("admin", "password"), ("upstream_wifi", "passphrase")}
 APPLIED_NOTE = "# solargw first boot: the settings below were applied on {when}"
@@ -53,12 +62,15 @@ class FirstBootError(ValueError):
 class Result:
     applied: list[str] = field(default_factory=list)
     generated: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    """What was wrong with the existing settings file, and where the broken one was kept."""
     settings_changed: bool = False
     boot_file_scrubbed: bool = False
 
     @property
     def changed(self) -> bool:
-        return bool(self.applied or self.generated or self.settings_changed or self.boot_file_scrubbed)
+        return bool(self.applied or self.generated or self.repaired or self.settings_changed
+                    or self.boot_file_scrubbed)
 
 
 def random_passphrase(groups: int = 4, size: int = 4) -> str:
@@ -160,7 +172,14 @@ class FirstBoot:
         text = boot_file.read_text() if boot_file.exists() else ""
         data = read_boot_file(boot_file)
         sections, own = split_boot_data(data)
-        current = settings_mod.load(self.settings_path, env={})
+        loaded = settings_mod.load_recovering(self.settings_path, env={})
+        current = loaded.settings
+        if loaded.problem:
+            kept = settings_mod.keep_broken(self.settings_path)
+            result.repaired.append(loaded.problem)
+            if kept is not None:
+                result.repaired.append(f"the broken file is kept as {kept}")
+            log.warning("%s", loaded.problem)
         try:
             updated = settings_mod.require_valid(settings_mod.from_dict(sections, base=current))
         except settings_mod.SettingsError as exc:
@@ -183,10 +202,12 @@ class FirstBoot:
             self._set_hostname(updated.system.hostname)
         if updated.system.ssh_enabled:
             self._enable_ssh()
-        if updated.to_dict() != current.to_dict() or not self.settings_path.exists():
+        if updated.to_dict() != current.to_dict() or not self.settings_path.exists() or loaded.problem:
             settings_mod.save(updated, self.settings_path)
             result.settings_changed = True
         self._fix_settings_ownership()
+        if self.settings_path.exists():  # what the services fall back on if the file breaks later
+            settings_mod.keep_last_good(self.settings_path, self.settings_path.read_bytes())
         if data and (sections or own):
             when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
             _write_atomic(boot_file, scrub(text, _secret_values(data), when))

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from appliance import settings as settings_module
-from appliance.cli import CommandError, load_settings
+from appliance.cli import CommandError, load_service_settings
 from appliance.net import clients
 from appliance.net.addressing import NetConfigError
 from appliance.net.plan import CONFIGS, RUN_DIR, RuntimePaths, render_config, with_interface
@@ -59,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     enabled_parser = actions.add_parser(
         "enabled", help="exit 0 if the access point is enabled in the settings, 1 if not",
         description="For systemd's ExecCondition= (the hostapd unit): exit 0 when [access_point] enabled "
-        "is true, 1 when it is false; a settings file that does not load fails (255) rather than "
-        "answering no.")
+        "is true, 1 when it is false; a broken settings file is answered from the last good settings "
+        "(the problem on stderr), so the access point stays up.")
     enabled_parser.add_argument("--settings", type=Path, default=None,
                                 help="settings file (default: $SOLARGW_SETTINGS or /etc/solargw/solargw.toml)")
     enabled_parser.set_defaults(func=run_enabled)
@@ -71,7 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace) -> settings_module.Settings:
-    return with_interface(load_settings(args.settings), args.interface)
+    """The settings to render from: a broken file gives the last good settings (the problem in one
+    line on stderr), so hostapd and the access point come up with what the inverters know."""
+    return with_interface(load_service_settings(args.settings).settings, args.interface)
 
 
 def _paths(args: argparse.Namespace) -> RuntimePaths:
@@ -111,11 +113,7 @@ def run_clients(args: argparse.Namespace) -> int:
 
 
 def run_enabled(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_module.load_valid(args.settings)
-    except settings_module.SettingsError as exc:
-        print(f"solargw net enabled: {exc}", file=sys.stderr)
-        return 255  # systemd: a failed condition command, not a false condition
+    settings = load_service_settings(args.settings).settings
     if settings.access_point.enabled:
         return 0
     print("the access point is disabled ([access_point] enabled = false)")

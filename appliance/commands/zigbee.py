@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 
-from appliance.cli import CommandError, load_settings
+from appliance.cli import CommandError, load_service_settings
 from appliance.settings import Settings, SettingsError, apply_timezone, file_fingerprint, load
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings(args.settings)
+    settings = load_service_settings(args.settings).settings  # a broken file: the last good settings
     if args.device:
         settings.zigbee.device = args.device
     if not settings.zigbee.enabled:

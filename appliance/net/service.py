@@ -55,7 +55,8 @@ class NetService:
         nft_binary: str = "nft",
         use_firewall: bool = True,
     ) -> None:
-        """Loads and validates the settings (``SettingsError`` when they are bad)."""
+        """Loads and validates the settings; a bad file gives the last good settings (the
+        problem in ``config_error``, logged once)."""
         self.settings_path = settings_path
         self.paths = paths
         self.interface_override = interface
@@ -63,7 +64,7 @@ class NetService:
         self.nft_binary = nft_binary
         self.use_firewall = use_firewall
         self.child = dnsmasq.DnsmasqProcess(paths.dnsmasq_conf, dnsmasq_binary)
-        self.follower = SettingsFollower(settings_path, adjust=lambda s: with_interface(s, interface))
+        self.follower = SettingsFollower(settings_path, adjust=lambda s: with_interface(s, interface), recover=True)
         self.reporter = StatusReporter("net", self._status_store, heartbeat=STATUS_HEARTBEAT_SECONDS)
         self._store: Any = None
         self._store_dir: Path | None = None
@@ -367,8 +368,8 @@ class NetService:
 
 def serve(settings_path: Path, paths: RuntimePaths, *, interface: str | None = None,
           dnsmasq_binary: str = "dnsmasq", use_firewall: bool = True) -> int:
-    """``solargw net run``: check the settings and the plan, then run until SIGTERM/SIGINT.
-    A bad file at start is an error (``ServiceError``), not a wait for a good one."""
+    """``solargw net run``: load the settings (a broken file: the last good settings, so the access
+    point keeps serving what the inverters know), check the plan, then run until SIGTERM/SIGINT."""
     try:
         service = NetService(settings_path, paths, interface=interface, dnsmasq_binary=dnsmasq_binary,
                              use_firewall=use_firewall)

@@ -60,7 +60,7 @@ class ZigbeeService:
         self.settings = settings
         self.store = store
         self.publisher = publisher
-        self.pipeline = Pipeline(store, publisher)
+        self.pipeline = Pipeline(store, publisher, limits=lambda: self.settings.data)
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self.frames = EnecsysFrames(store, self.pipeline, self.executor, _telemetry(settings))
         self.joins = JoinWatch(join_watch_seconds)
