@@ -402,6 +402,34 @@ def test_disabled_access_point_serves_nothing_until_enabled_again(net):
     assert "the access point is disabled" in (net.tmp / "service.log").read_text()
 
 
+@pytest.mark.parametrize("broken, error", [
+    (b'[access_point]\nssid = "caf\xe9"\n', "not UTF-8 text"),
+    (b"[access_point\ninterface = 'ap0'\n", "Expected ']' at the end of a table declaration"),
+], ids=["not-utf8", "not-toml"])
+def test_a_restart_on_a_broken_file_serves_the_last_good_settings(net, broken, error):
+    """Issue 14: a corrupt file at start must not crash-loop the service (the access point would go
+    down with it): it runs on the last good settings, says why once, and takes the fixed file."""
+    net.service.send_signal(signal.SIGTERM)
+    assert net.service.wait(15) == 0
+    net.settings.write_bytes(broken)
+    log = net.tmp / f"service-restarted-{len(error)}.log"
+    net.service = net.spawn(net.app, SOLARGW, "-v", "net", "run", "--settings", str(net.settings),
+                            "--run-dir", str(net.tmp / "run"), "--resolv-conf", str(net.resolv),
+                            log=log.name)
+    try:
+        status = wait_for(lambda: (lambda s: s if s and s["dnsmasq"]["running"] and error in s["config_error"]
+                                   else None)(net.status()), 20, "dnsmasq running on the last good settings")
+        assert status["dhcp_range"] == ["10.42.0.100", "10.42.0.120"] and status["interface"] == "ap0"
+        assert "running on the last good copy until the file is fixed" in status["config_error"]
+        wait_for(lambda: net.query("www.nepviewer.net")["addresses"] == [AP_IP], 10, "DNS answers")
+        assert net.service.poll() is None
+    finally:
+        net.settings.write_text(net.good_settings)
+    wait_for(lambda: (net.status() or {}).get("config_error") == "", 15, "the fixed file taken")
+    text = log.read_text()
+    assert "Traceback" not in text and len([line for line in text.splitlines() if error in line]) == 1, text
+
+
 def test_sigterm_stops_dnsmasq_and_the_service(net):
     pid = net.status()["dnsmasq"]["pid"]
     net.service.send_signal(signal.SIGTERM)  # to `ip netns exec`, which exec'd solargw
