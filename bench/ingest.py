@@ -4,8 +4,10 @@ Posts the same realistic 45-byte ``/i.php`` bodies (from the simulator), each on
 a new connection with the inverter's own minimal request, to two receivers
 started side by side in one run:
 
-- ``solargw web``: gunicorn (one worker, gthread), Flask, full decode, SQLite
-  store (latest, history, energy ledger, counters), the timestamp reply;
+- ``solargw web``: the front receiver (asyncio, in gunicorn's worker) reads the inverter's
+  request itself and hands it to the ingest thread: full decode, SQLite store (latest,
+  history, energy ledger, counters), then the timestamp reply (gunicorn + Flask, behind it,
+  only serve the UI);
 - a minimal stdlib ``http.server`` doing only the seed server's work: the
   serial from bytes 19-22 and byte 26 times 3.19 into a dict, then a reply.
 
@@ -142,15 +144,15 @@ def main() -> None:
     print(f"  {'receiver':<32} {'packets/s':>10} {'CPU ms/packet':>14}")
     with tempfile.TemporaryDirectory() as tmp:
         settings = Path(tmp) / "solargw.toml"
-        settings.write_text(f'[data]\ndir = "{tmp}/data"\n[mqtt]\nenabled = false\n'
-                            f'[admin]\nsecret_key = "bench"\n')
+        settings.write_text(f'[data]\ndir = "{tmp}/data"\nmax_inverters = 1000\nnew_inverters_per_hour = 1000\n'
+                            f'[mqtt]\nenabled = false\n[admin]\nsecret_key = "bench"\n')
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
         web, web_url = start([sys.executable, "-m", "appliance", "web", "--settings", str(settings),
                               "--bind", "127.0.0.1:0"], env)
         seed, seed_url = start([sys.executable, "-m", "bench.ingest", "--seed-server"])
         try:
             time.sleep(1.0)
-            ours = measure("solargw web (gunicorn, SQLite)", web.pid, web_url, bodies, threads)
+            ours = measure("solargw web (receiver, SQLite)", web.pid, web_url, bodies, threads)
             base = measure("seed-like stdlib http.server", seed.pid, seed_url, bodies, threads)
         finally:
             for process in (web, seed):

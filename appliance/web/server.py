@@ -36,6 +36,8 @@ from appliance.runtime import ServiceError
 from appliance.settings import Settings
 from appliance.web import http1
 
+SETTINGS_CHECK_SECONDS = 1.0
+"""How often inverter reports look whether the settings file changed (the UI's requests do every time)."""
 FILE_LIMIT = 8192
 """Open files the service asks for (soft limit, up to the hard one): idle connections cost one each."""
 
@@ -120,8 +122,12 @@ def start_listeners(services: Any, public: list[socket.socket], upstream: str | 
     from appliance.web.ingest import accept
     from appliance.web.receiver import Receiver
 
+    checked = [0.0]
+
     def ingest(post: Any) -> None:  # on the ingest thread
-        services.follow_settings_file()
+        if post.received - checked[0] >= SETTINGS_CHECK_SECONDS:  # a stat() at most once a second
+            checked[0] = post.received
+            services.follow_settings_file()
         accept(services, post)
 
     thread = LoopThread()

@@ -10,7 +10,7 @@ a loop) and is kept with the rejected frames, the reason naming the address.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from appliance.settings import Settings
@@ -34,10 +34,20 @@ class SourceFilter:
     networks: tuple[IpNetwork, ...]
     anyone: bool
     description: str
+    _seen: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def allows(self, address: str) -> bool:
+        """Whether ``address`` may post (answers are remembered: an inverter posts again and again)."""
         if self.anyone:
             return True
+        known = self._seen.get(address)
+        if known is None:
+            if len(self._seen) >= 1024:
+                self._seen.clear()
+            known = self._seen[address] = self._check(address)
+        return known
+
+    def _check(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:  # a unix socket or nothing: a local process
