@@ -38,7 +38,7 @@ import pytest
 
 import ha_rootfs
 from brokers import HOST, Broker, MessageLog, free_port, mosquitto
-from ha_server import HomeAssistant, home_assistant
+from ha_server import HomeAssistant, LogRecord, home_assistant
 from server import RunningWeb, start_web
 
 pytestmark = [
@@ -63,8 +63,10 @@ MQTT_LOGGERS = ("homeassistant.setup", "homeassistant.components.mqtt", "homeass
 platform (units, device and state classes), statistics, templates."""
 
 
-def wait_until(check: Callable[[], list[str]], timeout: float, what: str) -> None:
-    """Poll ``check`` (a list of differences) until it returns none; fail with the last ones."""
+def wait_until(check: Callable[[], list[str]], timeout: float, what: str,
+               context: Callable[[], str] = lambda: "") -> None:
+    """Poll ``check`` (a list of differences) until it returns none; fail with the last ones
+    (and ``context()``, e.g. what Home Assistant logged)."""
     deadline = time.monotonic() + timeout
     while True:
         differences = check()
@@ -73,7 +75,7 @@ def wait_until(check: Callable[[], list[str]], timeout: float, what: str) -> Non
         if time.monotonic() > deadline:
             shown = "\n  ".join(differences[:40])
             more = f"\n  ... and {len(differences) - 40} more" if len(differences) > 40 else ""
-            pytest.fail(f"{what} within {timeout:.0f} s; still:\n  {shown}{more}")
+            pytest.fail(f"{what} within {timeout:.0f} s; still:\n  {shown}{more}{context()}")
         time.sleep(2)
 
 
@@ -375,6 +377,11 @@ class Stack:
     def view(self) -> HomeAssistantView:
         return HomeAssistantView.read(self.ha)
 
+    def log_problems(self) -> list[LogRecord]:
+        """Home Assistant's warnings and errors about MQTT, sensors, statistics or this appliance."""
+        ids = sorted({c["device"]["identifiers"][0] for c in self.configs.values()})
+        return self.ha.problems(*MQTT_LOGGERS, mentioning=("mqtt", "solargw", *ids))
+
     def inverter_configs(self) -> dict[str, dict[str, Any]]:
         wanted = expected_object_ids(self.appliance)
         return {object_id: config for object_id, config in self.configs.items() if object_id in wanted}
@@ -438,10 +445,14 @@ def stack(request) -> Iterator[Stack]:
 
 def settle(stack: Stack) -> None:
     """Wait until every inverter and both services have announced themselves and Home Assistant
-    shows all of it, with a value for every entity."""
+    shows all of it, with a value for every entity; stop at the first MQTT error it logs."""
     wanted = expected_object_ids(stack.appliance)
 
     def check() -> list[str]:
+        errors = [r for r in stack.log_problems() if r.level != "WARNING"]
+        if errors:
+            pytest.fail("Home Assistant refused what the appliance published:\n"
+                        + "\n".join(str(r)[:1500] for r in errors[:10]))
         stack.configs = discovery_configs(stack.log)
         missing = sorted(wanted - set(stack.configs))
         if missing:
@@ -450,7 +461,8 @@ def settle(stack: Stack) -> None:
         return (device_differences(stack.configs, view) + entity_differences(stack.configs, view)
                 + state_differences(stack.configs, view, stack.log))
 
-    wait_until(check, SETTLE_TIMEOUT, "Home Assistant did not show every inverter the simulators run")
+    wait_until(check, SETTLE_TIMEOUT, "Home Assistant did not show every inverter the simulators run",
+               context=lambda: "".join(f"\nHome Assistant logged: {str(r)[:1500]}" for r in stack.log_problems()))
     stack.settled_at = time.time()
 
 
@@ -627,6 +639,5 @@ def test_entities_unavailable_once_the_services_stop(stack):
 
 
 def test_no_mqtt_warning_or_error_in_home_assistant_log(stack):
-    ids = sorted({c["device"]["identifiers"][0] for c in stack.configs.values()})
-    problems = stack.ha.problems(*MQTT_LOGGERS, mentioning=("mqtt", "solargw", *ids))
+    problems = stack.log_problems()
     assert problems == [], "\n".join(map(str, problems))
