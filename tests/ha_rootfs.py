@@ -121,13 +121,13 @@ def chroot_command(root: Path, argv: Sequence[str], *, env: dict[str, str] | Non
             "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-ec", script]
 
 
-def in_chroot(root: Path, script: str, **kwargs) -> None:
+def in_chroot(root: Path, script: str) -> None:
     """Run a shell script inside ``root`` (with the host's CA bundle, for PyPI); raise if it fails."""
     env = {"SSL_CERT_FILE": CA_BUNDLE, "PIP_CERT": CA_BUNDLE, "UV_NATIVE_TLS": "1",
            "PIP_DISABLE_PIP_VERSION_CHECK": "1", "UV_NO_PROGRESS": "1"}
     # The root file system trusts what the host trusts (e.g. a proxy's CA the host was given).
     binds = [("/etc/ssl/certs", "/etc/ssl/certs", False)]
-    subprocess.run(chroot_command(root, ["/bin/sh", "-euc", script], env=env, binds=binds), check=True, **kwargs)
+    subprocess.run(chroot_command(root, ["/bin/sh", "-euc", script], env=env, binds=binds), check=True)
 
 
 # -- building it ---------------------------------------------------------------------------------
