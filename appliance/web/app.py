@@ -54,6 +54,8 @@ class Services:
     _pid: int = 0
     _injected_publisher: Any = None
     _status_reported: float = 0.0
+    _uploader: Any = None
+    _uploader_pid: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _fresh(self) -> None:
@@ -100,6 +102,28 @@ class Services:
                 self._relay = Relay(self.settings.relay, self.store, own_ports=[self.settings.web.port])
             return self._relay
 
+    @property
+    def uploader(self) -> Any:
+        """This process's PVOutput uploader, or None when ``[pvoutput]`` is off."""
+        return self._uploader if self._uploader_pid == os.getpid() else None
+
+    def start_uploader(self) -> None:
+        """Run the PVOutput uploader on a background thread of this process when ``[pvoutput] enabled``
+        (see :mod:`appliance.pvoutput` for why it lives in the web service)."""
+        with self._lock:
+            if self.uploader is not None or not self.settings.pvoutput.enabled:
+                return
+            from appliance.pvoutput.uploader import Uploader
+
+            self._uploader, self._uploader_pid = Uploader(self.settings, self.store), os.getpid()
+            self._uploader.start()
+
+    def _stop_uploader(self) -> None:
+        with self._lock:
+            uploader, self._uploader = self.uploader, None
+        if uploader is not None:
+            uploader.stop()
+
     def report_status(self, now: float | None = None) -> None:
         """Tell Home Assistant's appliance device what this side knows (all inverters, the
         access point), at most once a minute: called after each ingested report."""
@@ -129,6 +153,10 @@ class Services:
                 self.publisher_factory = _default_publisher_factory(new, self.store)
             if old.relay != new.relay:
                 old_relay, self._relay = self._relay, None
+        if (old.pvoutput, old.system.timezone, old.web.stale_seconds) != (
+                new.pvoutput, new.system.timezone, new.web.stale_seconds):
+            self._stop_uploader()
+            self.start_uploader()
         if old_relay is not None:
             old_relay.close()
         if old_publisher is not None:
@@ -138,6 +166,7 @@ class Services:
                 log.exception("closing the old MQTT publisher")
 
     def close(self) -> None:
+        self._stop_uploader()
         with self._lock:
             if self._relay is not None:
                 self._relay.close()
@@ -183,7 +212,8 @@ def create_app(settings: Settings | None = None, store: "Store | None" = None, p
     ``store`` to the store in ``settings.data_dir``; ``publisher`` (an object
     with ``publish(recorded)`` ...) to the MQTT publisher when MQTT is enabled,
     made on first use in the serving process. The process's local time becomes
-    ``[system] timezone`` (:func:`appliance.settings.apply_timezone`)."""
+    ``[system] timezone`` (:func:`appliance.settings.apply_timezone`). With ``[pvoutput] enabled``
+    the PVOutput uploader starts on a background thread (gunicorn builds the app in its worker)."""
     settings = settings if settings is not None else load()
     apply_timezone(settings)
     if store is None:
@@ -198,4 +228,5 @@ def create_app(settings: Settings | None = None, store: "Store | None" = None, p
                                          _injected_publisher=publisher)
     for blueprint in blueprints():
         app.register_blueprint(blueprint)
+    app.extensions["solargw"].start_uploader()
     return app

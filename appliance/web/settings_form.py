@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import urllib.parse
 import zoneinfo
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +28,7 @@ SECRET_FIELDS = {
     ("access_point", "passphrase"),
     ("upstream_wifi", "passphrase"),
     ("mqtt", "password"),
+    ("pvoutput", "api_key"),
 }
 """Fields whose stored value is never shown; an empty submission keeps it."""
 
@@ -134,6 +136,38 @@ def timeout_error(value: float) -> str | None:
     return None if 0.5 <= value <= 60 else "must be between 0.5 and 60 seconds"
 
 
+MAX_SYSTEM_ID = 2**31 - 1
+
+
+def pvoutput_key_error(value: str, enabled: bool) -> str | None:
+    if not value:
+        return "the API key from PVOutput (Settings, API Settings) is needed to upload" if enabled else None
+    if len(value) > 100 or any(c.isspace() or not c.isprintable() for c in value):
+        return "an API key is up to 100 characters without spaces (PVOutput's are 40 letters and digits)"
+    return None
+
+
+def pvoutput_system_error(value: int) -> str | None:
+    if not 0 <= value <= MAX_SYSTEM_ID:
+        return "a PVOutput system id is a whole number (0: none)"
+    return None
+
+
+def pvoutput_interval_error(value: int) -> str | None:
+    from appliance.pvoutput.api import INTERVALS_MINUTES
+
+    if value not in INTERVALS_MINUTES:
+        return "5, 10 or 15 minutes: the Status Interval of the system on PVOutput"
+    return None
+
+
+def url_error(value: str) -> str | None:
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "an http:// or https:// address"
+    return None
+
+
 # --- whole-settings check (forms and imports) --------------------------------------------------
 
 def check(settings: Settings) -> Errors:
@@ -166,6 +200,15 @@ def check(settings: Settings) -> Errors:
     add("relay.address", address_error(rl.address))
     add("relay.timeout_seconds", timeout_error(rl.timeout_seconds))
     add("system.timezone", timezone_error(settings.system.timezone))
+    pv = settings.pvoutput
+    add("pvoutput.api_key", pvoutput_key_error(pv.api_key, pv.enabled))
+    add("pvoutput.system_id", pvoutput_system_error(pv.system_id))
+    if pv.enabled and not pv.system_id and not any(pv.inverters.values()):
+        errors.setdefault("pvoutput.system_id", "the PVOutput system id is needed (or one per inverter)")
+    for serial, system in pv.inverters.items():
+        add(f"pvoutput.system_for.{serial}", pvoutput_system_error(system))
+    add("pvoutput.interval_minutes", pvoutput_interval_error(pv.interval_minutes))
+    add("pvoutput.base_url", url_error(pv.base_url))
     return errors
 
 
@@ -177,6 +220,7 @@ SECTION_FIELDS: dict[str, tuple[str, ...]] = {
     "mqtt": ("enabled", "host", "port", "tls", "username", "password", "discovery_prefix", "retain"),
     "relay": ("enabled", "host", "address", "timeout_seconds"),
     "system": ("timezone",),
+    "pvoutput": ("enabled", "api_key", "system_id", "interval_minutes"),
 }
 """What each settings page edits (checkboxes are the booleans)."""
 
@@ -204,6 +248,8 @@ def parse_section(section: str, form: Mapping[str, str], current: Settings) -> t
     values = getattr(current, section)
     changes: dict[str, Any] = {}
     errors: Errors = {}
+    if section == "pvoutput":
+        form, changes["inverters"], errors = _pvoutput_systems(form, values.inverters)
     for name in SECTION_FIELDS[section]:
         default = getattr(values, name)
         text = form.get(name, "")
@@ -228,6 +274,31 @@ def parse_section(section: str, form: Mapping[str, str], current: Settings) -> t
         if key.startswith(prefix):
             errors.setdefault(key[len(prefix):], message)
     return updated, errors
+
+
+SYSTEM_FOR = "system_for."
+"""Form fields ``system_for.<serial>``: the PVOutput system of one inverter (empty: the default system)."""
+
+
+def _pvoutput_systems(form: Mapping[str, str], current: Mapping[str, int]) -> tuple[dict[str, str], dict[str, int], Errors]:
+    """The inverter-to-system table from the PVOutput form; inverters the form does not show keep theirs.
+    An empty default system id means 0 (none)."""
+    mapping, errors = dict(current), {}
+    for name, text in form.items():
+        if not name.startswith(SYSTEM_FOR) or len(name) == len(SYSTEM_FOR):
+            continue
+        serial, text = name[len(SYSTEM_FOR):], text.strip()
+        if not text:
+            mapping.pop(serial, None)
+        elif text.isdigit():
+            mapping[serial] = int(text)
+        else:
+            errors[name] = "a PVOutput system id (empty: the system above, 0: not uploaded)"
+    form = dict(form)
+    form["api_key"] = form.get("api_key", "").strip()
+    if not form.get("system_id", "").strip():
+        form["system_id"] = "0"
+    return form, mapping, errors
 
 
 def parse_password_change(form: Mapping[str, str]) -> tuple[str, Errors]:

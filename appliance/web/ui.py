@@ -25,7 +25,7 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 
 from appliance.reading import COMMON_FIELDS, unit_for
 from appliance.settings import Settings, SettingsError, from_dict, load, save
-from appliance.web import auth, charts, settings_form
+from appliance.web import auth, charts, pvoutput_status, settings_form
 from appliance.web.app import services
 
 bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
@@ -408,6 +408,7 @@ def status() -> str:
         "status.html", components=components, disk=disk, memory=memory(), time_sync=time_sync(),
         mqtt=mqtt_state(), rejected=svc.store.rejected(limit=50), counters=counters, now=time.time(),
         inverters=svc.store.inverters(),
+        pvoutput=pvoutput_status.view(svc.settings, svc.uploader, svc.store, time.time()),
     )
 
 
@@ -506,6 +507,7 @@ SECTION_TITLES = {
     "mqtt": "MQTT broker (Home Assistant)",
     "relay": "Relay to the NEP portal",
     "system": "Time zone",
+    "pvoutput": "PVOutput upload",
 }
 
 
@@ -514,7 +516,7 @@ def _render_settings(errors: Mapping[str, Mapping[str, str]] | None = None, form
     settings = services().settings
     return render_template(
         "settings.html", settings=settings, errors=errors or {}, form=form or {}, titles=SECTION_TITLES,
-        timezones=sorted(settings_form.zoneinfo.available_timezones()),
+        timezones=sorted(settings_form.zoneinfo.available_timezones()), inverters=services().store.inverters(),
     ), status_code
 
 
