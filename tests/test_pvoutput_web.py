@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.pvoutput.api import Status
-from appliance.settings import Settings, SettingsError, from_dict, load, save
+from appliance.settings import Settings, SettingsError, from_dict, load, save, validate
 from appliance.store import Store
-from appliance.web import settings_form
 from appliance.web.app import create_app
 from factories import enecsys_reading, nep_reading
 from fake_pvoutput import FakePVOutput
@@ -62,7 +60,7 @@ def test_pvoutput_settings_file_section():
     settings = from_dict({"pvoutput": {"enabled": True, "api_key": KEY, "system_id": 4321,
                                        "inverters": {"100095471": 9876, "12345678": 0}}})
     assert settings.pvoutput.inverters == {"100095471": 9876, "12345678": 0}
-    assert settings_form.check(settings) == {}
+    assert validate(settings) == {}
     for bad in ({"inverters": {"1": "x"}}, {"inverters": {"1": -1}}, {"inverters": [1]}, {"system_id": "4321"}):
         with pytest.raises(SettingsError, match=r"\[pvoutput\]"):
             from_dict({"pvoutput": bad})
@@ -73,17 +71,17 @@ def test_pvoutput_settings_file_section():
     ({"enabled": True, "api_key": KEY}, "pvoutput.system_id", "system id is needed"),
     ({"api_key": "has a space"}, "pvoutput.api_key", "without spaces"),
     ({"interval_minutes": 7}, "pvoutput.interval_minutes", "5, 10 or 15"),
-    ({"system_id": 2**31}, "pvoutput.system_id", "whole number"),
-    ({"inverters": {"42": 2**40}}, "pvoutput.system_for.42", "whole number"),
+    ({"system_id": 2**31}, "pvoutput.system_id", "not a PVOutput system id"),
+    ({"inverters": {"42": 2**40}}, "pvoutput.inverters", "inverter 42: 1099511627776 is not a PVOutput system id"),
     ({"base_url": "ftp://example.org"}, "pvoutput.base_url", "http"),
 ])
 def test_pvoutput_value_rules(values, key, message):
-    errors = settings_form.check(from_dict({"pvoutput": values}))
+    errors = validate(from_dict({"pvoutput": values}))
     assert message in errors.get(key, ""), errors
 
 
 def test_enabled_with_only_per_inverter_systems_is_enough():
-    assert settings_form.check(from_dict({"pvoutput": {"enabled": True, "api_key": KEY,
+    assert validate(from_dict({"pvoutput": {"enabled": True, "api_key": KEY,
                                                        "inverters": {"1": 4321}}})) == {}
 
 
