@@ -73,6 +73,8 @@ class FakePVOutput:
     """Every request that reached the service: (clock time, service, HTTP code answered)."""
     used: dict[int, int] = field(default_factory=dict)
     """Requests counted per clock hour (``int(time // 3600)``)."""
+    dropped: list[float] = field(default_factory=list)
+    """Clock times of the requests dropped while ``down``."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -112,6 +114,7 @@ class FakePVOutput:
     # -- serving ----------------------------------------------------------------------------
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         if self.down:
+            self.dropped.append(self.clock())
             handler.close_connection = True
             return  # no status line: the client sees the connection drop
         length = int(handler.headers.get("Content-Length") or 0)

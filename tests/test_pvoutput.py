@@ -265,8 +265,9 @@ def test_backfill_after_an_outage_fills_the_gap_with_batches(fake, store, clock,
     assert len(batch_requests) == math.ceil((hours * 12 + 1) / api.BATCH_SIZE)  # 30 at most per request
     assert all(code == 200 for _, _, code in fake.requests)
     assert store.pvoutput_summary()[SYSTEM]["queued"] == 0
-    # retries during the outage back off: far fewer tries than the outage's 10-second steps
-    assert up.snapshot()["requests_last_hour"] <= api.REQUESTS_PER_HOUR
+    # retries during the outage back off (1 minute doubling to 15), not one every pass
+    assert 4 <= len(fake.dropped) <= 4 + hours * 4
+    assert all(b - a >= uploader_module.RETRY_FIRST_SECONDS for a, b in zip(fake.dropped, fake.dropped[1:]))
 
 
 def test_restart_with_a_queue_sends_every_status_once(fake, store, clock, tmp_path):
@@ -288,6 +289,11 @@ def test_restart_with_a_queue_sends_every_status_once(fake, store, clock, tmp_pa
     assert keys == [("20260615", f"09:{m:02d}") for m in range(0, 45, 5)]
     assert fake.repeats() == []  # 09:30 was made before the restart and not made again after it
     assert reopened.pvoutput_summary()[SYSTEM]["queued"] == 0
+    sent = len(fake.requests)
+    clock.advance(60)  # restarted again within the 09:40 interval, whose status is already sent
+    third = Uploader(settings_for(fake), reopened, clock=clock)
+    third.step()
+    assert len(fake.requests) == sent and fake.repeats() == []
     reopened.close()
 
 
