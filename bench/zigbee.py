@@ -15,9 +15,10 @@ import tempfile
 import time
 
 from appliance.settings import from_dict
+from appliance.sim.enecsys_inverters import InverterFleet
+from appliance.sim.sun import SimClock
+from appliance.sim.zstack.coordinator import CoordinatorEmulator
 from appliance.store import Store
-from appliance.zigbee.emulator import CoordinatorEmulator
-from appliance.zigbee.inverters import DayCurve, InverterFleet
 from appliance.zigbee.service import ZigbeeService
 
 
@@ -29,7 +30,7 @@ async def run(count: int, seconds: float) -> None:
         store = Store.from_settings(settings)
         service = ZigbeeService(settings, store)
         fleet = InverterFleet(emu, InverterFleet.default_serials(count), interval=3600, alarm_probability=0,
-                              handshake_timeout=5, curve=DayCurve(start_hour=12))
+                              handshake_timeout=5, clock=SimClock.at(12))
         fleet.start()
         running = asyncio.create_task(service.run())
         deadline = time.monotonic() + 60

@@ -14,9 +14,10 @@ from zigpy_znp.types.nvids import OsalNvIds
 from zigpy_znp.zigbee.application import ControllerApplication
 
 from appliance.protocols import enecsys
-from appliance.zigbee.emulator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator
-from appliance.zigbee.inverters import DayCurve, ForeignDevice, SimulatedInverter
-from appliance.zigbee.service import EnecsysApplication
+from appliance.sim.enecsys_inverters import EnecsysInverter, ForeignDevice
+from appliance.sim.sun import SimClock
+from appliance.sim.zstack.coordinator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator
+from appliance.zigbee.application import EnecsysApplication
 
 pytestmark = pytest.mark.slow  # starts the ZNP emulator
 
@@ -87,7 +88,7 @@ def test_zigpy_znp_forms_the_requested_network_then_resumes_it():
         await app.startup(auto_form=True)
         assert (app.state.network_info.pan_id, app.state.network_info.channel) == (0x02AA, 13)
         assert (emu.pan_id, emu.channel, emu.network_up) == (0x02AA, 13, True)
-        nib = emu.nib()
+        nib = emu.nv.nib()
         assert nib.nwkPanId == 0x02AA and nib.nwkLogicalChannel == 13
         assert str(nib.extendedPANID) == "d3:73:39:d4:cb:1c:60:bb"
         assert app.state.node_info.version == "Z-Stack 20220219"
@@ -112,13 +113,13 @@ def test_stack_profile_takes_effect_at_the_next_reset_and_formation_restores_it(
     async def scenario():
         emu = CoordinatorEmulator()
         await emu.start()
-        assert emu.nv_get(OsalNvIds.STACK_PROFILE) == b"\x02" and emu.stack_profile == 2
+        assert emu.nv.read(OsalNvIds.STACK_PROFILE) == b"\x02" and emu.stack_profile == 2
         znp = ZNP(ControllerApplication.SCHEMA(app_config(emu.url)))
         await znp.connect()
         assert znp.version == 3.30  # the extended NV tables of Z-Stack 3.x.0 on CC26x2
         assert await znp.nvram.osal_read(OsalNvIds.STACK_PROFILE, item_type=t.uint8_t) == 2
         await znp.nvram.osal_write(OsalNvIds.STACK_PROFILE, t.uint8_t(0))
-        assert emu.nv_get(OsalNvIds.STACK_PROFILE) == b"\x00"
+        assert emu.nv.read(OsalNvIds.STACK_PROFILE) == b"\x00"
         assert emu.stack_profile == 2  # not until the stick restarts
         await znp.reset()
         assert emu.stack_profile == 0
@@ -126,8 +127,8 @@ def test_stack_profile_takes_effect_at_the_next_reset_and_formation_restores_it(
         await znp.nvram.osal_write(OsalNvIds.STARTUP_OPTION,
                                    t.StartupOptions.ClearState | t.StartupOptions.ClearConfig)
         await znp.reset()
-        assert emu.nv_get(OsalNvIds.STACK_PROFILE) == b"\x02" and emu.stack_profile == 2
-        assert emu.nv_get(OsalNvIds.EXTADDR) is not None
+        assert emu.nv.read(OsalNvIds.STACK_PROFILE) == b"\x02" and emu.stack_profile == 2
+        assert emu.nv.read(OsalNvIds.EXTADDR) is not None
         # the TC link key is a build-time constant: no NV item holds it
         assert enecsys_key_not_in_nv(emu)
         await znp.disconnect()
@@ -149,7 +150,7 @@ class EnecsysEndpointApp(ControllerApplication):
 async def started_network(emu: CoordinatorEmulator, *, pan_id: int = 0x02AA, stack_profile: int = 0):
     app = ControllerApplication(app_config(emu.url, pan_id=pan_id))
     await app.startup(auto_form=True)
-    emu.nv_set(OsalNvIds.STACK_PROFILE, bytes([stack_profile]))
+    emu.nv.write(OsalNvIds.STACK_PROFILE, bytes([stack_profile]))
     await app.shutdown()
     app = EnecsysEndpointApp(app_config(emu.url, pan_id=pan_id))
     await app.startup(auto_form=True)  # its reset puts the stack profile in effect
@@ -162,7 +163,7 @@ def test_inverter_needs_pan_02aa_and_stack_profile_0():
         emu = CoordinatorEmulator()
         await emu.start()
         app = await started_network(emu, stack_profile=2)
-        inverter = SimulatedInverter(emu, 100095471, retry_delay=0.1, handshake_timeout=0.3)
+        inverter = EnecsysInverter(emu, 100095471, retry_delay=0.1, handshake_timeout=0.3)
         inverter.start()
         await asyncio.sleep(0.5)
         assert inverter.stats.joins == 0 and not emu.events_named("tc_device_join")
@@ -205,12 +206,12 @@ def test_inverters_are_silent_at_night():
         await emu.start()
         app = await started_network(emu)
         answer_handshakes(app)
-        night = SimulatedInverter(emu, 100095471, retry_delay=0.05, curve=DayCurve(start_hour=2))
-        dusk = SimulatedInverter(emu, 100012445, interval=0.05, retry_delay=0.05, curve=DayCurve(start_hour=12))
+        night = EnecsysInverter(emu, 100095471, retry_delay=0.05, clock=SimClock.at(2))
+        dusk = EnecsysInverter(emu, 100012445, interval=0.05, retry_delay=0.05, clock=SimClock.at(12))
         night.start()
         dusk.start()
         await until(lambda: dusk.stats.reports_sent >= 2, 5, "reports in daylight")
-        dusk.curve.start_hour, dusk.curve.started = 21.0, time.monotonic()  # sunset
+        dusk.clock = SimClock.at(21)  # after sunset
         await until(lambda: not dusk.reporting, 2, "the radio to go dark")
         await asyncio.sleep(0.3)
         assert night.stats.joins == 0 and len(emu.events_named("tc_device_join")) == 1  # dusk's only
@@ -232,7 +233,7 @@ def test_unanswered_inverter_leaves_and_retries_and_foreign_device_frames_reach_
         app = await started_network(emu)
         received = []
         app.packet_received = received.append  # the host side: see what the stick delivers
-        inverter = SimulatedInverter(emu, 100095471, retry_delay=0.1, handshake_timeout=0.2)
+        inverter = EnecsysInverter(emu, 100095471, retry_delay=0.1, handshake_timeout=0.2)
         inverter.start()
         await until(lambda: inverter.stats.handshake_timeouts >= 2, 5, "two unanswered handshakes")
         assert inverter.stats.handshake_replies == 0 and not inverter.reporting
@@ -259,7 +260,7 @@ def test_wrong_trust_center_key_fails_after_the_tc_indication():
         emu = CoordinatorEmulator(tc_link_key=DEFAULT_TC_LINK_KEY)
         await emu.start()
         app = await started_network(emu)
-        inverter = SimulatedInverter(emu, 100048590, retry_delay=0.1)
+        inverter = EnecsysInverter(emu, 100048590, retry_delay=0.1)
         inverter.start()
         await until(lambda: inverter.stats.failed_joins >= 2, 3, "failed joins")
         assert emu.events_named("tc_device_join") and emu.events_named("key_exchange_failed")
@@ -277,7 +278,7 @@ def test_answered_inverter_reports_and_unicast_to_a_vanished_device_is_not_acked
         await emu.start()
         app = await started_network(emu)
         frames, send = answer_handshakes(app)
-        inverter = SimulatedInverter(emu, 100095471, interval=0.05, curve=DayCurve(start_hour=12),
+        inverter = EnecsysInverter(emu, 100095471, interval=0.05, clock=SimClock.at(12),
                                      alarm_probability=0)
         inverter.start()
         await until(lambda: inverter.stats.reports_sent >= 3, 5, "reports")

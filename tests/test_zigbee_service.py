@@ -17,9 +17,10 @@ from zigpy_znp.types.nvids import OsalNvIds
 from appliance.mqtt import make_publisher
 from appliance.protocols import enecsys
 from appliance.settings import from_dict
+from appliance.sim.enecsys_inverters import ForeignDevice, InverterFleet
+from appliance.sim.sun import SimClock
+from appliance.sim.zstack.coordinator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator, FirmwareVersion
 from appliance.store import Store
-from appliance.zigbee.emulator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator, FirmwareVersion
-from appliance.zigbee.inverters import DayCurve, ForeignDevice, InverterFleet
 from appliance.zigbee.service import ZigbeeService
 from brokers import free_port, mosquitto
 
@@ -47,7 +48,7 @@ def service_settings(tmp_path: Path, device: str, broker=None, channel: int = 13
 
 def fleet_for(emu, serials=SERIALS, **options) -> InverterFleet:
     options = {"interval": 0.3, "handshake_timeout": 2.0, "retry_delay": 0.3, "alarm_probability": 0.0,
-               "curve": DayCurve(start_hour=12), **options}
+               "clock": SimClock.at(12), **options}
     return InverterFleet(emu, serials, **options)
 
 
@@ -74,7 +75,7 @@ def test_inverters_handshake_report_to_store_and_mqtt_and_junk_is_counted(tmp_pa
         # the network the service asked for, seen from the stick
         assert (emu.pan_id, emu.channel, emu.stack_profile) == (0x02AA, 13, 0)
         assert emu.extended_pan_id == bytes.fromhex("d37339d4cb1c60bb")[::-1]
-        assert emu.nv_get(OsalNvIds.STACK_PROFILE) == b"\x00"
+        assert emu.nv.read(OsalNvIds.STACK_PROFILE) == b"\x00"
         writes = [i for i, e in enumerate(emu.events) if e.name == "nv_write"
                   and e.detail["nvid"] == OsalNvIds.STACK_PROFILE and e.detail["value"] == b"\x00"]
         resets = [i for i, e in enumerate(emu.events) if e.name == "reset"]
@@ -297,16 +298,16 @@ def test_subprocess_service_restarts_without_duplicating_energy(tmp_path):
 
 
 def test_auto_detection_finds_the_sonoff_dongle(tmp_path):
-    from appliance.zigbee import device
+    from appliance.zigbee import port
 
-    assert device.resolve("auto", tmp_path / "missing") is None
-    assert device.resolve("socket://10.0.0.2:6638", tmp_path) == "socket://10.0.0.2:6638"
+    assert port.resolve("auto", tmp_path / "missing") is None
+    assert port.resolve("socket://10.0.0.2:6638", tmp_path) == "socket://10.0.0.2:6638"
     (tmp_path / "usb-Some_Mouse-if00").touch()
-    assert device.resolve("auto", tmp_path) is None
+    assert port.resolve("auto", tmp_path) is None
     sonoff = tmp_path / "usb-ITead_Sonoff_Zigbee_3.0_USB_Dongle_Plus_a4b3e1d2c3f2ed11-if00-port0"
     sonoff.touch()
-    assert device.resolve("auto", tmp_path) == str(sonoff)
-    assert device.resolve("", tmp_path) == str(sonoff)
+    assert port.resolve("auto", tmp_path) == str(sonoff)
+    assert port.resolve("", tmp_path) == str(sonoff)
 
 
 def test_telemetry_json_has_the_seed_shape_and_is_replaced_atomically(tmp_path):

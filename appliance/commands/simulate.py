@@ -39,7 +39,7 @@ def _positive(text: str) -> float:
 
 
 def register_nep(families: argparse._SubParsersAction) -> None:
-    from appliance.nepsim import RATED_W
+    from appliance.sim.nep_inverters import RATED_W
 
     parser = families.add_parser(
         "nep", help="NEP Wi-Fi inverters posting /i.php and /t.php",
@@ -63,23 +63,23 @@ def register_nep(families: argparse._SubParsersAction) -> None:
 
 
 def run_nep(args: argparse.Namespace) -> int:
-    from appliance import nepsim
+    from appliance.sim import nep_inverters, sun
 
     if args.inverters < 1:
         raise CommandError("--inverters must be at least 1")
     models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
     try:
-        fleet = nepsim.make_fleet(args.inverters, models, seed=args.seed)
-        nepsim.post_url_check(args.url)
+        fleet = nep_inverters.make_fleet(args.inverters, models, seed=args.seed)
+        nep_inverters.post_url_check(args.url)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     for inverter in fleet:
         print(f"inverter {inverter.serial} {inverter.model} posts {inverter.path}", flush=True)
-    clock = nepsim.SimClock(args.start, args.speed)
+    clock = sun.SimClock(args.start, args.speed)
     report = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
     try:
-        ok, failed = nepsim.run(args.url, fleet, interval=args.interval, clock=clock, rounds=args.rounds,
-                                seed=args.seed, report=report)
+        ok, failed = nep_inverters.run(args.url, fleet, interval=args.interval, clock=clock, rounds=args.rounds,
+                                       seed=args.seed, report=report)
     except KeyboardInterrupt:
         return 130
     print(f"{ok} posts answered with the time, {failed} failed", flush=True)
@@ -129,21 +129,21 @@ async def _simulate_enecsys(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from appliance.zigbee.emulator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator
-    from appliance.zigbee.inverters import DayCurve, InverterFleet
+    from appliance.sim.enecsys_inverters import InverterFleet
+    from appliance.sim.sun import SimClock
+    from appliance.sim.zstack.coordinator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator
 
-    start = args.start or datetime.now()
-    curve = DayCurve(start_hour=start.hour + start.minute / 60, time_scale=args.speed)
+    clock = SimClock(args.start, args.speed)
     options = {"tc_link_key": DEFAULT_TC_LINK_KEY} if args.stock_firmware else {}
     emulator = CoordinatorEmulator(**options)
     url = await emulator.start(args.host, args.port)
     fleet = InverterFleet(emulator, InverterFleet.default_serials(args.inverters), interval=args.interval,
-                          curve=curve)
+                          clock=clock)
     print(url, flush=True)
     for inverter in fleet.inverters:
         print(f"inverter {inverter.serial} (IEEE {inverter.ieee:016x}) waits for PAN 0x02AA", flush=True)
-    if curve.fraction() <= 0:
-        print(f"it is night at the simulated time ({start:%H:%M}): the inverters stay silent until 06:00 "
+    if clock.daylight() <= 0:
+        print(f"it is night at the simulated time ({clock.now():%H:%M}): the inverters stay silent until 06:00 "
               "(use --start 12:00 or a larger --speed)", flush=True)
     fleet.start()
     stop = asyncio.Event()

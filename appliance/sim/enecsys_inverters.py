@@ -7,50 +7,24 @@ request and waits a few seconds for the gateway's reply. No reply: it leaves and
 again later. With a reply: confirm and ready frames, an info frame, then a report every
 ``interval`` seconds (an alarm-channel report now and then). Power follows a day curve,
 the lifetime counter only grows, and at night the inverter is silent (its radio runs on
-panel power, so it joins again at sunrise). Frames are built by :mod:`appliance.protocols.enecsys`.
+panel power, so it joins again at sunrise). The sun is :mod:`appliance.sim.sun`'s; frames are
+built by :mod:`appliance.protocols.enecsys`.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass, field
 
 from appliance.protocols import enecsys
-from appliance.zigbee.emulator import ENECSYS_TC_LINK_KEY, CoordinatorEmulator
+from appliance.sim.sun import SimClock
+from appliance.sim.zstack.coordinator import CoordinatorEmulator
 
 log = logging.getLogger(__name__)
 
-ENECSYS_PAN_ID = enecsys.PAN_ID
-ENECSYS_CLUSTER = enecsys.CLUSTER_ID
-ENECSYS_PROFILE = enecsys.PROFILE_ID
 DEFAULT_SERIALS = (100095471, 100012445, 100048236, 100048590, 100036587, 100077001, 100077002, 100077003)
-
-
-@dataclass
-class DayCurve:
-    """Production as a fraction of peak over a (possibly accelerated) simulated day.
-
-    The simulated clock starts at ``start_hour`` when the simulation starts and runs
-    ``time_scale`` times faster than real time; the sun is up from 6:00 to 20:00.
-    """
-
-    start_hour: float = 12.0
-    time_scale: float = 1.0
-    sunrise: float = 6.0
-    sunset: float = 20.0
-    started: float = field(default_factory=time.monotonic)
-
-    def hour(self) -> float:
-        return (self.start_hour + (time.monotonic() - self.started) * self.time_scale / 3600) % 24
-
-    def fraction(self) -> float:
-        hour = self.hour()
-        if not self.sunrise < hour < self.sunset:
-            return 0.0
-        return math.sin(math.pi * (hour - self.sunrise) / (self.sunset - self.sunrise))
 
 
 @dataclass
@@ -66,7 +40,9 @@ class InverterStats:
     ignored_frames: int = 0
 
 
-class SimulatedInverter:
+class EnecsysInverter:
+    """One simulated Enecsys inverter on the emulated coordinator's air."""
+
     def __init__(
         self,
         emulator: CoordinatorEmulator,
@@ -78,8 +54,8 @@ class SimulatedInverter:
         peak_w: float = 220.0,
         lifetime_wh: float | None = None,
         alarm_probability: float = 0.02,
-        curve: DayCurve | None = None,
-        link_key: bytes = ENECSYS_TC_LINK_KEY,
+        clock: SimClock | None = None,
+        link_key: bytes = enecsys.TC_LINK_KEY,
         model_string: str = "WSI-00003",
     ):
         self.emulator = emulator
@@ -92,7 +68,7 @@ class SimulatedInverter:
         self.random = random.Random(serial)
         self.lifetime_wh = lifetime_wh if lifetime_wh is not None else 1_000_000 + self.random.randrange(2_000_000)
         self.alarm_probability = alarm_probability
-        self.curve = curve or DayCurve()
+        self.clock = clock or SimClock.at(12.0)
         self.link_key = link_key
         self.model_string = model_string
         self.stats = InverterStats()
@@ -105,7 +81,7 @@ class SimulatedInverter:
     # --- the emulator's side ------------------------------------------------------------
 
     def deliver(self, cluster: int, profile: int, src_ep: int, dst_ep: int, data: bytes) -> None:
-        if (cluster, profile) != (ENECSYS_CLUSTER, ENECSYS_PROFILE) or (src_ep, dst_ep) != (1, 1):
+        if (cluster, profile) != (enecsys.CLUSTER_ID, enecsys.PROFILE_ID) or (src_ep, dst_ep) != (1, 1):
             self.stats.ignored_frames += 1  # only what the genuine gateway sends counts
             return
         if enecsys.classify(data) != enecsys.FrameKind.HANDSHAKE_REPLY:
@@ -133,12 +109,12 @@ class SimulatedInverter:
 
     def _network_suits(self) -> bool:
         beacon = self.emulator.beacon()
-        return (beacon is not None and beacon.permit_join and beacon.pan_id == ENECSYS_PAN_ID
-                and beacon.stack_profile == 0)
+        return (beacon is not None and beacon.permit_join and beacon.pan_id == enecsys.PAN_ID
+                and beacon.stack_profile == enecsys.STACK_PROFILE)
 
     async def run(self) -> None:
         while True:
-            if self.curve.fraction() <= 0 or not self._network_suits():  # the radio runs on panel power
+            if self.clock.daylight() <= 0 or not self._network_suits():  # the radio runs on panel power
                 await asyncio.sleep(min(self.retry_delay, 1.0))
                 continue
             if await self._join_and_handshake():
@@ -174,7 +150,7 @@ class SimulatedInverter:
         self.reporting = True
         try:
             while self.emulator.nwk_of(self) is not None:
-                if self.curve.fraction() <= 0:  # sunset: the radio goes dark
+                if self.clock.daylight() <= 0:  # sunset: the radio goes dark
                     self.emulator.leave(self)
                     break
                 self.send_report()
@@ -188,7 +164,7 @@ class SimulatedInverter:
         return self.emulator.send_from(self, frame, **kwargs)
 
     def next_report(self, *, channel: int = 1, alarm: int = 0) -> bytes:
-        fraction = self.curve.fraction()
+        fraction = self.clock.daylight()
         dc_power = round(self.peak_w * fraction * self.random.uniform(0.92, 1.0))
         efficiency = 0.93 + 0.02 * fraction if dc_power else 0.0
         ac_power = dc_power * efficiency
@@ -243,7 +219,7 @@ class InverterFleet:
     """Several inverters behind one emulator (for ``solargw simulate enecsys`` and tests)."""
 
     def __init__(self, emulator: CoordinatorEmulator, serials: list[int] | tuple[int, ...], **options):
-        self.inverters = [SimulatedInverter(emulator, serial, **options) for serial in serials]
+        self.inverters = [EnecsysInverter(emulator, serial, **options) for serial in serials]
 
     @classmethod
     def default_serials(cls, count: int) -> list[int]:
