@@ -89,11 +89,14 @@ def test_inverters_handshake_report_to_store_and_mqtt_and_junk_is_counted(tmp_pa
             assert enecsys.classify(reply["data"]) == enecsys.FrameKind.HANDSHAKE_REPLY
             assert enecsys.checksum_ok(reply["data"]) and reply["data"][2:10] == emu.ieee.to_bytes(8, "little")
 
-        # reports reach the store and the broker
-        await until(lambda: len(store.latest()) == len(SERIALS), 10, "a report of every inverter in the store")
+        # reports reach the store and the broker (after the start-up reports, 0 W with the start-up alarms)
+        def producing() -> bool:
+            latest = store.latest()
+            return len(latest) == len(SERIALS) and all(
+                r.kind == "report" and r.fields["ac_power_w"] > 0 for r in latest.values())
+
+        await until(producing, 10, "a report of every inverter in the store")
         for serial in map(str, SERIALS):
-            latest = store.latest()[serial]
-            assert latest.fields["ac_power_w"] > 0 and latest.kind == "report"
             log.wait(f"solargw/inverter/{serial}/state", lambda m: json.loads(m.payload).get("ac_power_w"), 10)
             assert store.inverter(serial).model == "WSI-00003"
 
