@@ -75,8 +75,8 @@ class ZigbeeService:
         self.publisher = publisher
         self.pipeline = Pipeline(store, publisher)
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self.frames = EnecsysFrames(store, self.pipeline, self.executor, _telemetry(settings))
         self.joins = JoinWatch(join_watch_seconds)
+        self.frames = EnecsysFrames(store, self.pipeline, self.executor, _telemetry(settings), self.joins)
         self.permit_renew_seconds = permit_renew_seconds
         self.max_backoff = max_backoff
         self.status_seconds = status_seconds
