@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from appliance.energy import LedgerState, advance
+from appliance.energy import LEDGER_FIELDS, LedgerState, advance
 from appliance.reading import Reading
 
 if TYPE_CHECKING:
@@ -49,7 +49,10 @@ CREATE TABLE IF NOT EXISTS ledger (
     serial TEXT PRIMARY KEY,
     total_wh REAL NOT NULL,
     last_counter_wh REAL,
-    last_timestamp REAL
+    last_timestamp REAL,
+    mark_wh REAL,
+    mark_timestamp REAL,
+    held_wh REAL
 );
 CREATE TABLE IF NOT EXISTS energy_days (
     serial TEXT NOT NULL,
@@ -192,6 +195,7 @@ class Store:
             raise StoreError(f"cannot create the database {self.path}: {exc.strerror}") from None
         try:
             self._db.executescript(SCHEMA)
+            self._add_ledger_columns()
         except sqlite3.Error as exc:
             self.close()
             raise StoreError(f"cannot open the database {self.path}: {exc}") from None
@@ -278,16 +282,25 @@ class Store:
             (reading.serial, reading.family, reading.model, firmware, reading.timestamp, reading.timestamp),
         )
 
+    def _add_ledger_columns(self) -> None:
+        """A database made before a ledger field existed gets its column (NULL: the ledger upgrades it)."""
+        def missing(db: sqlite3.Connection) -> list[str]:
+            have = {row[1] for row in db.execute("PRAGMA table_info(ledger)")}
+            return [name for name in LEDGER_FIELDS if name not in have]
+
+        if missing(self._db):  # checked again inside the transaction: another process may be at it too
+            with self._write() as db:
+                for name in missing(db):
+                    db.execute(f"ALTER TABLE ledger ADD COLUMN {name} REAL")
+
     def _advance_ledger(self, db: sqlite3.Connection, reading: Reading, ts: float) -> float:
-        row = db.execute(
-            "SELECT total_wh, last_counter_wh, last_timestamp FROM ledger WHERE serial=?", (reading.serial,)
-        ).fetchone()
+        columns = ", ".join(LEDGER_FIELDS)
+        row = db.execute(f"SELECT {columns} FROM ledger WHERE serial=?", (reading.serial,)).fetchone()
         state = LedgerState(*row) if row else LedgerState()
         new, delta = advance(state, reading.energy, ts)
         db.execute(
-            "INSERT INTO ledger VALUES (?,?,?,?) ON CONFLICT(serial) DO UPDATE SET total_wh=excluded.total_wh,"
-            " last_counter_wh=excluded.last_counter_wh, last_timestamp=excluded.last_timestamp",
-            (reading.serial, new.total_wh, new.last_counter_wh, new.last_timestamp),
+            f"INSERT OR REPLACE INTO ledger (serial, {columns}) VALUES (?{', ?' * len(LEDGER_FIELDS)})",
+            (reading.serial, *(getattr(new, name) for name in LEDGER_FIELDS)),
         )
         if delta > 0:
             db.execute(

@@ -22,6 +22,7 @@ BAD_SETTINGS = {
     "not_toml": ("[web\nport = 8080\n", "not valid TOML"),
     "unknown_key": ("[web]\nprot = 8080\n", "[web] unknown key 'prot'"),
     "bad_value": ('[web]\nport = "x"\n', "[web] port: expected a whole number, got 'x'"),
+    "broken_rule": ('[mqtt]\nhost = "bad host!"\n', "[mqtt] host: not a valid host name"),  # settings.validate
 }
 
 # Every command that reads the settings file, with arguments that would otherwise be fine.
@@ -69,6 +70,13 @@ def test_bad_settings_file_is_refused_in_one_line(tmp_path, command, kind):
     result = solargw(*SETTINGS_READERS[command], tmp_path=tmp_path, settings=settings)
     assert_refused(result, message)
     assert f"solargw {command.split()[0]}: " in result.stderr
+
+
+@pytest.mark.parametrize("command", ["web", "net render"])
+def test_settings_file_that_is_not_utf8_is_refused_in_one_line(tmp_path, command):
+    settings = tmp_path / "solargw.toml"
+    settings.write_bytes(b'[access_point]\nssid = "caf\xe9"\n')
+    assert_refused(solargw(*SETTINGS_READERS[command], tmp_path=tmp_path, settings=settings), "not UTF-8")
 
 
 @pytest.mark.parametrize("command", ["web", "zigbee"])

@@ -32,7 +32,7 @@ from zigpy_znp.types.nvids import OsalNvIds
 from appliance.firmware import stick
 from appliance.pipeline import Pipeline
 from appliance.protocols import enecsys
-from appliance.settings import Settings
+from appliance.settings import Settings, require_valid
 from appliance.store import Store
 from appliance.zigbee import port
 from appliance.zigbee.application import EnecsysApplication, zigpy_config
@@ -47,21 +47,8 @@ STATUS_HEARTBEAT_SECONDS = 60.0
 
 
 def check_settings(settings: Settings) -> None:
-    """Raise ValueError naming the ``[zigbee]`` key that zigpy would refuse."""
-    z = settings.zigbee
-    if not 11 <= z.channel <= 26:
-        raise ValueError(f"[zigbee] channel: {z.channel} is not a Zigbee channel (11 to 26)")
-    if not 0x0001 <= z.pan_id <= 0xFFFE:
-        raise ValueError(f"[zigbee] pan_id: 0x{z.pan_id:X} is not a PAN id (0x0001 to 0xFFFE)")
-    if z.pan_id != enecsys.PAN_ID:
-        log.warning("[zigbee] pan_id is 0x%04X: Enecsys inverters only join PAN 0x%04X", z.pan_id,
-                    enecsys.PAN_ID)
-    try:
-        if len(bytes.fromhex(z.extended_pan_id.replace(":", ""))) != 8:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"[zigbee] extended_pan_id: {z.extended_pan_id!r} is not 8 bytes in hex "
-                         "(like d3:73:39:d4:cb:1c:60:bb)") from None
+    """Raise ValueError (a SettingsError) naming the ``[zigbee]`` key that zigpy would refuse."""
+    require_valid(settings, sections=("zigbee",))
 
 
 class ZigbeeService:
