@@ -204,7 +204,10 @@ class CoordinatorEmulator:
         if self.air.conditions.instant:
             self.link.later(0.001, *announce)
         else:
-            self._transmit(joined, lambda: self.air.broadcast(joined.hops, lambda: [self.link.send(m) for m in announce]))
+            def heard() -> None:
+                for message in announce:
+                    self.link.send(message)
+            self._transmit(joined, lambda: self.air.broadcast(joined.hops, heard))
         return nwk
 
     def leave(self, device: RadioDevice) -> None:
