@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from appliance import nepsim
+from appliance.sim import nep_inverters
 from appliance.energy import LEDGER_FIELDS
 from appliance.protocols import nep
 from appliance.store import Store
@@ -59,7 +59,7 @@ def posted(tmp_path_factory):
         for name, (values, _) in CASES.items():
             for wh in values:
                 body = nep.encode_i(serial=SERIALS[name], model="bdm400", ac_power_w=200.0, energy_today_wh=wh)
-                reply = nepsim.post(web.url, "/i.php", body)
+                reply = nep_inverters.post(web.url, "/i.php", body)
                 assert reply.status == 200 and len(reply.body) == 14, (reply, web.log())
         data = requests.get(web.url + "data.json", timeout=10).json()
         api = {inv["serial"]: inv for inv in requests.get(web.url + "api/inverters", timeout=10).json()}
