@@ -17,6 +17,7 @@ from appliance.settings.model import (
     AdminSettings,
     DataSettings,
     MqttSettings,
+    PvoutputSettings,
     RelaySettings,
     Settings,
     SettingsError,
@@ -39,7 +40,7 @@ from appliance.settings.storage import (
 )
 
 __all__ = [
-    "AccessPointSettings", "AdminSettings", "DataSettings", "MqttSettings", "RelaySettings", "Settings",
+    "AccessPointSettings", "AdminSettings", "DataSettings", "MqttSettings", "PvoutputSettings", "RelaySettings", "Settings",
     "SettingsError", "SystemSettings", "UpstreamWifiSettings", "WebSettings", "ZigbeeSettings", "from_dict",
     "Problems", "advice", "describe", "require_valid", "validate",
     "DEFAULT_PATH", "file_fingerprint", "load", "load_valid", "save", "save_sections", "settings_path",

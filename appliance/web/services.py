@@ -1,5 +1,6 @@
 """What the web app's views share: the settings (followed), the store, the MQTT publisher,
-the pipeline and the relay, as one ``Services`` object in ``app.extensions["solargw"]``.
+the pipeline, the relay and the PVOutput uploader, as one ``Services`` object in
+``app.extensions["solargw"]``.
 
 Blueprints reach it through :func:`services`; nothing here imports a blueprint or the
 app factory. Network clients (the MQTT publisher, the relay's thread) are made lazily,
@@ -56,6 +57,8 @@ class Services:
         self._relay: Any = None
         self._relay_pid = 0
         self._sessions: "Sessions | None" = None
+        self._uploader: Any = None
+        self._uploader_pid = 0
         self._lock = threading.Lock()
 
     # -- settings ------------------------------------------------------------------------------
@@ -87,6 +90,10 @@ class Services:
                 old_relay, self._relay = self._relay, None
             if old_relay is not None:
                 old_relay.close()
+        if (old.pvoutput, old.system.timezone, old.web.stale_seconds) != (
+                new.pvoutput, new.system.timezone, new.web.stale_seconds):
+            self._stop_uploader()
+            self.start_uploader()
 
     # -- clients ---------------------------------------------------------------------------------
     @property
@@ -118,6 +125,29 @@ class Services:
                 self._relay, self._relay_pid = Relay(settings.relay, self.store, own_ports=[settings.web.port]), os.getpid()
             return self._relay
 
+    @property
+    def uploader(self) -> Any:
+        """This process's PVOutput uploader, or None when ``[pvoutput]`` is off."""
+        return self._uploader if self._uploader_pid == os.getpid() else None
+
+    def start_uploader(self) -> None:
+        """Run the PVOutput uploader on a background thread of this process when ``[pvoutput] enabled``
+        (:mod:`appliance.pvoutput` says why it lives in the web service)."""
+        with self._lock:
+            settings = self.settings
+            if self.uploader is not None or not settings.pvoutput.enabled:
+                return
+            from appliance.pvoutput.uploader import Uploader
+
+            self._uploader, self._uploader_pid = Uploader(settings, self.store), os.getpid()
+            self._uploader.start()
+
+    def _stop_uploader(self) -> None:
+        with self._lock:
+            uploader, self._uploader = self.uploader, None
+        if uploader is not None:
+            uploader.stop()
+
     def report_status(self, now: float | None = None) -> None:
         """Tell Home Assistant's appliance device what this side knows (all inverters, the access
         point): looked at after an ingested report at most every STATUS_CHECK_SECONDS, published
@@ -135,6 +165,7 @@ class Services:
         })
 
     def close(self) -> None:
+        self._stop_uploader()
         with self._lock:
             relay, self._relay = self._relay, None
         if relay is not None:
