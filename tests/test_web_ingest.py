@@ -354,3 +354,13 @@ def test_readings_reach_mqtt_from_the_gunicorn_worker(tmp_path):
             assert nep_inverters.post(web.url, "/i.php", BDM400).status == 200
             state = messages.wait("solargw/inverter/12345678/state")
             assert "223.89" in state.text
+
+
+def test_every_other_post_route_lies_under_a_ui_prefix(client):
+    """The front receiver decides "an inverter's POST" from the path alone (ingest.is_inverter_path):
+    that is only right while every POST route but ingest's starts with one of UI_PREFIXES."""
+    app = client.application
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("ingest.") or not (rule.methods or set()) - {"GET", "HEAD", "OPTIONS"}:
+            continue
+        assert not ingest.is_inverter_path(rule.rule), f"{rule.rule} ({rule.endpoint}) would be taken for an inverter"
