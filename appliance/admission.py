@@ -24,7 +24,7 @@ HOUR = 3600.0
 @dataclass(frozen=True)
 class Limits:
     max_inverters: int = 200
-    new_inverters_per_hour: int = 20
+    new_inverters_per_hour: int = 50
 
 
 class Admission:

@@ -18,10 +18,12 @@ import time
 from typing import Any, Callable, Protocol
 
 from appliance.admission import Admission, Limits
+from appliance.lograte import RateLimitedLog
 from appliance.reading import Reading
 from appliance.store import Recorded, Store
 
 log = logging.getLogger(__name__)
+refused_log = RateLimitedLog(log, "new inverters refused")
 RECEIVED = ("packets_received",)
 
 
@@ -50,6 +52,7 @@ class Pipeline:
             return None
         refused = self.admission.admit(reading.serial)
         if refused:
+            refused_log.warning("%s (from %s)", refused, source or "?")
             self.store.reject(frame=reading.frame, family=reading.family, source=source, reason=refused,
                               timestamp=reading.timestamp, also_count=RECEIVED + ("inverters_refused",))
             return None

@@ -122,7 +122,10 @@ def first_boot_file(ssh_public_key: str) -> str:
         "# written by image/boottest.py\n"
         f'[access_point]\nssid = "{TEST_SSID}"\npassphrase = "{TEST_PASSPHRASE}"\n\n'
         f'[admin]\npassword = "{TEST_ADMIN_PASSWORD}"\n\n'
-        f'[system]\ntimezone = "{TEST_TIMEZONE}"\nssh_authorized_keys = ["{ssh_public_key}"]\n'
+        f'[system]\ntimezone = "{TEST_TIMEZONE}"\nssh_authorized_keys = ["{ssh_public_key}"]\n\n'
+        # The host's simulated inverters reach the guest through QEMU's user network (10.0.2.2),
+        # not through its access point: let them in as a LAN-DNS-mode user would let in the LAN.
+        '[web]\nnep_sources = ["access_point", "10.0.2.0/24"]\n'
     )
 
 

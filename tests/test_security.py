@@ -218,9 +218,9 @@ def test_forged_serials_do_not_grow_the_tables(tmp_path):
         metrics = requests.get(web.url + "metrics", timeout=10).text
         inverters = web.store().inverters(include_removed=True)
         counters = web.store().counters()
-    assert len(inverters) == 20  # the default new_inverters_per_hour
-    assert counters[("inverters_refused", "nep")] == 280
-    assert metrics.count("solargw_inverter_up{") == 20
+    assert len(inverters) == 50  # the default new_inverters_per_hour
+    assert counters[("inverters_refused", "nep")] == 250
+    assert metrics.count("solargw_inverter_up{") == 50
 
 
 # --- who may post ---------------------------------------------------------------------------------

@@ -45,8 +45,9 @@ class DataSettings:
     keep_days: int = 730
     max_inverters: int = 200
     """Reports from a new serial are refused (kept as rejected frames) once this many inverters are known."""
-    new_inverters_per_hour: int = 20
-    """At most this many new serials are taken in any hour (forged serials must not grow the tables)."""
+    new_inverters_per_hour: int = 50
+    """At most this many new serials are taken in any hour (forged serials must not grow the tables;
+    a large fleet joining at once, 50 Enecsys inverters say, must still be taken in its first hour)."""
 
 
 @dataclass
