@@ -277,12 +277,15 @@ def test_without_upstream_other_names_fail_fast(net):
 
 @pytest.mark.parametrize("bad, error", [
     ('dhcp_start = "10.43.0.5"', "dhcp_start: 10.43.0.5 is outside the access point subnet 10.42.0.0/24"),
-    ("this is not toml", "not valid TOML"),
+    ("this is not toml", "Expected '=' after a key"),
+    (b'[access_point]\nssid = "caf\xe9"\n', "not UTF-8 text"),
 ])
 def test_bad_setting_keeps_the_old_configuration(net, bad, error):
     pid = net.status()["dnsmasq"]["pid"]
-    text = net.good_settings.replace('dhcp_start = "10.42.0.100"', bad) if "dhcp" in bad else bad
-    net.settings.write_text(text)
+    if isinstance(bad, bytes):
+        net.settings.write_bytes(bad)
+    else:
+        net.settings.write_text(net.good_settings.replace('dhcp_start = "10.42.0.100"', bad) if "dhcp" in bad else bad)
     try:
         status = wait_for(lambda: error in (net.status() or {}).get("config_error", ""), 15,
                           f"the error {error!r} in the status")

@@ -263,6 +263,16 @@ def test_the_source_filter(sources, allowed, refused):
     assert all(check.allows(a) for a in allowed) and not any(check.allows(r) for r in refused)
 
 
+def test_lan_dns_mode_without_the_lan_in_nep_sources_is_advised():
+    from appliance.settings import advice
+
+    settings = Settings()
+    settings.access_point.lan_dns_mode = True
+    assert "LAN DNS mode is on" in advice(settings)["web.nep_sources"]
+    settings.web.nep_sources = ["access_point", "192.168.1.0/24"]
+    assert "web.nep_sources" not in advice(settings)
+
+
 def test_nep_sources_have_a_rule():
     settings = Settings()
     settings.web.nep_sources = ["access_point", "192.168.1.0/33", "lan"]

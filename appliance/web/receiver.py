@@ -43,6 +43,7 @@ from appliance.web.ingest import MAX_BODY, InverterPost, is_inverter_path
 
 log = logging.getLogger(__name__)
 evicted_log = RateLimitedLog(log, "connections closed to make room")
+refused_log = RateLimitedLog(log, "malformed requests")
 dropped_log = RateLimitedLog(log, "reports not queued")
 
 HEAD_SECONDS = 10.0
@@ -345,6 +346,7 @@ class Connection(asyncio.Protocol):
         self._cancel_timer()
         self._release_buffer()
         if not silent:
+            refused_log.warning("%s from %s: %s", error.status, self.peer[0], error)
             self.transport.write(http1.error_response(error))
         self.transport.close()
 
