@@ -13,6 +13,7 @@ from appliance.settings.model import (
     AccessPointSettings,
     AdminSettings,
     DataSettings,
+    GatewaySettings,
     MqttSettings,
     RelaySettings,
     Settings,
@@ -35,7 +36,7 @@ from appliance.settings.storage import (
 )
 
 __all__ = [
-    "AccessPointSettings", "AdminSettings", "DataSettings", "MqttSettings", "RelaySettings", "Settings",
+    "AccessPointSettings", "AdminSettings", "DataSettings", "GatewaySettings", "MqttSettings", "RelaySettings", "Settings",
     "SettingsError", "SystemSettings", "UpstreamWifiSettings", "WebSettings", "ZigbeeSettings", "from_dict",
     "Problems", "advice", "describe", "require_valid", "validate",
     "DEFAULT_PATH", "file_fingerprint", "load", "load_valid", "save", "save_sections", "settings_path",

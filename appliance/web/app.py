@@ -64,4 +64,5 @@ def create_app(settings: Settings | None = None, store: "Store | None" = None, p
     auth.init_app(app)
     for blueprint in blueprints():
         app.register_blueprint(blueprint)
+    shared.start_gateway()  # [gateway] enabled: the Enecsys gateway's stream (appliance.gateway)
     return app
