@@ -129,6 +129,21 @@ class SystemSettings:
 
 
 @dataclass
+class PvoutputSettings:
+    enabled: bool = False
+    api_key: str = ""
+    """The key from PVOutput's Settings page (API Access enabled)."""
+    system_id: int = 0
+    """The PVOutput system every inverter not listed in ``inverters`` reports to; 0: none."""
+    inverters: dict[str, int] = field(default_factory=dict)
+    """Inverter serial -> PVOutput system id (0: not uploaded), for more than one system."""
+    interval_minutes: int = 5
+    """The system's Status Interval on PVOutput: 5, 10 or 15."""
+    base_url: str = "https://pvoutput.org/service/r2"
+    """Where the API lives (another value is for tests)."""
+
+
+@dataclass
 class AdminSettings:
     password_hash: str = ""
     """werkzeug password hash; empty: set on first visit."""
@@ -147,6 +162,7 @@ class Settings:
     zigbee: ZigbeeSettings = field(default_factory=ZigbeeSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     system: SystemSettings = field(default_factory=SystemSettings)
+    pvoutput: PvoutputSettings = field(default_factory=PvoutputSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     path: Path | None = field(default=None, compare=False)
 
@@ -183,6 +199,13 @@ def _coerce(section: str, key: str, default: Any, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise SettingsError(f"{where}: expected a list of text, got {value!r}")
         return list(value)
+    if isinstance(default, dict):  # a table of names to whole numbers (``[pvoutput.inverters]``)
+        if not isinstance(value, Mapping):
+            raise SettingsError(f"{where}: expected a table, got {value!r}")
+        for name, number in value.items():
+            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+                raise SettingsError(f"{where}: {name!r} must be a whole number, 0 or more, got {number!r}")
+        return {str(name): number for name, number in value.items()}
     return value
 
 

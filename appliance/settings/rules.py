@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 import zoneinfo
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from appliance.protocols.enecsys import PAN_ID as ENECSYS_PAN_ID
+from appliance.pvoutput.api import INTERVALS_MINUTES
 from appliance.settings.model import AccessPointSettings, Settings, SettingsError
 
 Problems = dict[str, str]
@@ -212,6 +214,33 @@ def extended_pan_id_error(value: str) -> str | None:
     return f"{value!r} is not 8 bytes in hex (like d3:73:39:d4:cb:1c:60:bb)"
 
 
+MAX_PVOUTPUT_SYSTEM_ID = 2**31 - 1
+
+
+def pvoutput_key_error(value: str, enabled: bool) -> str | None:
+    """The API key from PVOutput's settings (40 letters and digits there; not checked more closely)."""
+    if not value:
+        return "the API key from PVOutput (Settings, API Settings) is needed to upload" if enabled else None
+    if len(value) > 100 or any(c.isspace() or not c.isprintable() for c in value):
+        return "an API key is up to 100 characters without spaces (PVOutput's are 40 letters and digits)"
+    return None
+
+
+def pvoutput_system_error(value: int) -> str | None:
+    return None if 0 <= value <= MAX_PVOUTPUT_SYSTEM_ID else f"{value} is not a PVOutput system id (0: none)"
+
+
+def pvoutput_interval_error(value: int) -> str | None:
+    if value not in INTERVALS_MINUTES:
+        return "5, 10 or 15 minutes: the Status Interval of the system on PVOutput"
+    return None
+
+
+def url_error(value: str) -> str | None:
+    parts = urllib.parse.urlsplit(value)
+    return None if parts.scheme in ("http", "https") and parts.hostname else f"{value!r} is not an http:// or https:// address"
+
+
 # --- the access point's addressing (several keys at once) -------------------------------------
 
 def access_point_addressing(ap: AccessPointSettings) -> Problems:
@@ -320,6 +349,17 @@ def validate(settings: Settings, sections: Iterable[str] | None = None) -> Probl
 
     add("system.timezone", timezone_error(settings.system.timezone))
     add("system.hostname", hostname_error(settings.system.hostname))
+
+    pv = settings.pvoutput
+    add("pvoutput.api_key", pvoutput_key_error(pv.api_key, pv.enabled))
+    add("pvoutput.system_id", pvoutput_system_error(pv.system_id))
+    if pv.enabled and not pv.system_id and not any(pv.inverters.values()):
+        add("pvoutput.system_id", "the PVOutput system id is needed (or one per inverter)")
+    for serial, system in pv.inverters.items():
+        message = pvoutput_system_error(system)
+        add("pvoutput.inverters", message and f"inverter {serial}: {message}")
+    add("pvoutput.interval_minutes", pvoutput_interval_error(pv.interval_minutes))
+    add("pvoutput.base_url", url_error(pv.base_url))
     return problems
 
 

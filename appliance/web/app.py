@@ -50,7 +50,9 @@ def create_app(settings: Settings | None = None, store: "Store | None" = None, p
     ``store`` to the store in ``settings.data_dir``; ``publisher`` (an object
     with ``publish(recorded)`` ...) to the MQTT publisher when MQTT is enabled,
     made on first use in the serving process. The process's local time becomes
-    ``[system] timezone``, and follows the settings file from then on."""
+    ``[system] timezone``, and follows the settings file from then on. With ``[pvoutput]
+    enabled`` the PVOutput uploader starts on a background thread (gunicorn builds the app
+    in its worker, after the fork)."""
     settings = settings if settings is not None else load()
     if store is None:
         from appliance.store import Store
@@ -64,5 +66,6 @@ def create_app(settings: Settings | None = None, store: "Store | None" = None, p
     auth.init_app(app)
     for blueprint in blueprints():
         app.register_blueprint(blueprint)
+    shared.start_uploader()
     shared.start_gateway()  # [gateway] enabled: the Enecsys gateway's stream (appliance.gateway)
     return app

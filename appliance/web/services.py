@@ -1,6 +1,6 @@
 """What the web app's views share: the settings (followed), the store, the MQTT publisher,
-the pipeline, the relay and the Enecsys gateway listener, as one ``Services`` object in
-``app.extensions["solargw"]``.
+the pipeline, the relay, the PVOutput uploader and the Enecsys gateway listener, as one
+``Services`` object in ``app.extensions["solargw"]``.
 
 Blueprints reach it through :func:`services`; nothing here imports a blueprint or the
 app factory. Network clients (the MQTT publisher, the relay's thread) are made lazily,
@@ -48,6 +48,8 @@ class Services:
         self.pipeline = Pipeline(store, self.mqtt)
         self._relay: Any = None
         self._relay_pid = 0
+        self._uploader: Any = None
+        self._uploader_pid = 0
         self._gateway: Any = None
         self._gateway_pid = 0
         self._lock = threading.Lock()
@@ -83,6 +85,10 @@ class Services:
                 old_relay, self._relay = self._relay, None
             if old_relay is not None:
                 old_relay.close()
+        if (old.pvoutput, old.system.timezone, old.web.stale_seconds) != (
+                new.pvoutput, new.system.timezone, new.web.stale_seconds):
+            self._stop_uploader()
+            self.start_uploader()
 
     # -- clients ---------------------------------------------------------------------------------
     @property
@@ -102,6 +108,29 @@ class Services:
 
                 self._relay, self._relay_pid = Relay(settings.relay, self.store, own_ports=[settings.web.port]), os.getpid()
             return self._relay
+
+    @property
+    def uploader(self) -> Any:
+        """This process's PVOutput uploader, or None when ``[pvoutput]`` is off."""
+        return self._uploader if self._uploader_pid == os.getpid() else None
+
+    def start_uploader(self) -> None:
+        """Run the PVOutput uploader on a background thread of this process when ``[pvoutput] enabled``
+        (:mod:`appliance.pvoutput` says why it lives in the web service)."""
+        with self._lock:
+            settings = self.settings
+            if self.uploader is not None or not settings.pvoutput.enabled:
+                return
+            from appliance.pvoutput.uploader import Uploader
+
+            self._uploader, self._uploader_pid = Uploader(settings, self.store), os.getpid()
+            self._uploader.start()
+
+    def _stop_uploader(self) -> None:
+        with self._lock:
+            uploader, self._uploader = self.uploader, None
+        if uploader is not None:
+            uploader.stop()
 
     def appliance_status(self) -> dict[str, Any]:
         """What Home Assistant's appliance device shows from this side: every inverter the store
@@ -150,6 +179,7 @@ class Services:
             gateway.stop()
 
     def close(self) -> None:
+        self._stop_uploader()
         self._stop_gateway()
         with self._lock:
             relay, self._relay = self._relay, None

@@ -21,6 +21,7 @@ SECRET_FIELDS = {
     ("access_point", "passphrase"),
     ("upstream_wifi", "passphrase"),
     ("mqtt", "password"),
+    ("pvoutput", "api_key"),
 }
 """Fields whose stored value is never shown; an empty submission keeps it."""
 
@@ -30,6 +31,7 @@ SECTION_FIELDS: dict[str, tuple[str, ...]] = {
     "mqtt": ("enabled", "host", "port", "tls", "username", "password", "discovery_prefix", "retain"),
     "relay": ("enabled", "host", "address", "timeout_seconds"),
     "system": ("timezone",),
+    "pvoutput": ("enabled", "api_key", "system_id", "interval_minutes"),
 }
 """What each settings page edits (checkboxes are the booleans)."""
 
@@ -57,6 +59,8 @@ def parse_section(section: str, form: Mapping[str, str], current: Settings) -> t
     values = getattr(current, section)
     changes: dict[str, Any] = {}
     errors: Errors = {}
+    if section == "pvoutput":
+        form, changes["inverters"], errors = _pvoutput_systems(form, values.inverters)
     for name in SECTION_FIELDS[section]:
         default = getattr(values, name)
         text = form.get(name, "")
@@ -83,6 +87,31 @@ def parse_section(section: str, form: Mapping[str, str], current: Settings) -> t
         else:  # a key this page does not show (edited in the file): said at the top of the section
             errors.setdefault("_", f"[{section}] {name}: {message}")
     return updated, errors
+
+
+SYSTEM_FOR = "system_for."
+"""Form fields ``system_for.<serial>``: the PVOutput system of one inverter (empty: the default system)."""
+
+
+def _pvoutput_systems(form: Mapping[str, str], current: Mapping[str, int]) -> tuple[dict[str, str], dict[str, int], Errors]:
+    """The inverter-to-system table from the PVOutput form (inverters the form does not show keep
+    theirs), and the form with an empty default system id read as 0 (none) and the key trimmed."""
+    mapping, errors = dict(current), {}
+    for name, text in form.items():
+        if not name.startswith(SYSTEM_FOR) or len(name) == len(SYSTEM_FOR):
+            continue
+        serial, text = name[len(SYSTEM_FOR):], text.strip()
+        if not text:
+            mapping.pop(serial, None)
+        elif text.isdigit():
+            mapping[serial] = int(text)
+        else:
+            errors[name] = "a PVOutput system id (empty: the system above, 0: not uploaded)"
+    form = dict(form)
+    form["api_key"] = form.get("api_key", "").strip()
+    if not form.get("system_id", "").strip():
+        form["system_id"] = "0"
+    return form, mapping, errors
 
 
 def parse_password_change(form: Mapping[str, str]) -> tuple[str, Errors]:

@@ -27,6 +27,7 @@ SECTION_TITLES = {
     "mqtt": "MQTT broker (Home Assistant)",
     "relay": "Relay to the NEP portal",
     "system": "Time zone",
+    "pvoutput": "PVOutput upload",
 }
 IMPORT_LIMIT = 256 * 1024
 
@@ -35,7 +36,7 @@ def _render(errors: Mapping[str, Mapping[str, str]] | None = None, form: Mapping
             status_code: int = 200) -> tuple[str, int]:
     return render_template(
         "settings.html", settings=services().settings, errors=errors or {}, form=form or {}, titles=SECTION_TITLES,
-        timezones=sorted(time_zones()),
+        timezones=sorted(time_zones()), inverters=services().store.inverters(),
     ), status_code
 
 

@@ -1,4 +1,4 @@
-"""The status page (services, disk, memory, clock, MQTT, rejected frames) and the logs page."""
+"""The status page (services, disk, memory, clock, MQTT, PVOutput, rejected frames) and the logs page."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import time
 
 from flask import Blueprint, render_template
 
-from appliance.web import auth, host
+from appliance.web import auth, host, pvoutput_status
 from appliance.web.services import services
 
 bp = Blueprint("status", __name__)
@@ -40,6 +40,7 @@ def status() -> str:
         "status.html", components=components, disk=disk, memory=host.memory(), time_sync=host.time_sync(),
         mqtt=mqtt_state(), rejected=svc.store.rejected(limit=50), counters=counters, now=time.time(),
         inverters=svc.store.inverters(),
+        pvoutput=pvoutput_status.view(svc.settings, svc.uploader, svc.store, time.time()),
     )
 
 

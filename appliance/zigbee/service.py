@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,9 @@ from zigpy_znp.types.nvids import OsalNvIds
 from appliance.firmware import stick
 from appliance.pipeline import Pipeline
 from appliance.protocols import enecsys
-from appliance.settings import Settings, require_valid
-from appliance.store import Store
+from appliance.runtime import PublisherHolder, ServiceError, SettingsFollower, StatusReporter
+from appliance.settings import Settings, SettingsError
+from appliance.store import Store, StoreError
 from appliance.zigbee import port
 from appliance.zigbee.application import EnecsysApplication, zigpy_config
 from appliance.zigbee.frames import EnecsysFrames, JoinWatch
@@ -44,11 +46,7 @@ log = logging.getLogger(__name__)
 PERMIT_SECONDS = 254  # zigpy's maximum
 STATUS_HEARTBEAT_SECONDS = 60.0
 """An unchanged status is still rewritten this often, so its timestamp shows the service is alive."""
-
-
-def check_settings(settings: Settings) -> None:
-    """Raise ValueError (a SettingsError) naming the ``[zigbee]`` key that zigpy would refuse."""
-    require_valid(settings, sections=("zigbee",))
+SETTINGS_POLL_SECONDS = 2.0
 
 
 class ZigbeeService:
@@ -60,7 +58,10 @@ class ZigbeeService:
         self.settings = settings
         self.store = store
         self.publisher = publisher
+        """Any ``Publisher`` (the runtime's ``PublisherHolder`` in the service), or None."""
         self.pipeline = Pipeline(store, publisher)
+        self.reporter = StatusReporter("zigbee", store, heartbeat=STATUS_HEARTBEAT_SECONDS,
+                                       publish=self._publish_state if publisher is not None else None)
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self.frames = EnecsysFrames(store, self.pipeline, self.executor, _telemetry(settings))
         self.joins = JoinWatch(join_watch_seconds)
@@ -70,8 +71,6 @@ class ZigbeeService:
         self.by_id = by_id
         self.database = settings.data_dir / "zigbee.db"
         self.app: EnecsysApplication | None = None
-        self._last_status: dict[str, Any] = {}
-        self._last_status_at = 0.0
         self._lost = asyncio.Event()
         self._stop = asyncio.Event()
         self._restart = asyncio.Event()
@@ -89,26 +88,12 @@ class ZigbeeService:
         self.status["joined_inverters"] = sorted(
             serial for serial, seen in self.frames.inverters.items() if now - seen < 3 * 3600)
         self.status["handshakes"] = self.frames.handshakes
-        snapshot = dict(self.status)
-        if snapshot == self._last_status and time.monotonic() - self._last_status_at < STATUS_HEARTBEAT_SECONDS:
-            return
-        self._last_status, self._last_status_at = snapshot, time.monotonic()
-        try:
-            self.store.set_status("zigbee", snapshot)
-        except Exception:
-            log.exception("cannot store the zigbee status")
-        if self.publisher is not None:
-            try:
-                self.publisher.publish_status({"zigbee": snapshot.get("state")})
-            except Exception:
-                log.exception("cannot publish the zigbee status")
+        self.reporter.report(self.status)
+
+    def _publish_state(self, status: dict[str, Any]) -> None:
+        self.publisher.publish_status({"zigbee": status.get("state")})
 
     # --- settings -----------------------------------------------------------------------
-
-    def use_publisher(self, publisher) -> None:
-        """Publish through ``publisher`` (None: no MQTT) from the next reading on."""
-        self.publisher = self.pipeline.publisher = publisher
-        self._last_status = {}  # the new broker hears the state at the next tick
 
     def apply_settings(self, new: Settings) -> None:
         """Use ``new`` from now on. A changed radio (device, channel, PAN ids) ends the session:
@@ -286,3 +271,70 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "the stick did not answer in time"
     return text
+
+
+def serve(settings_path: Path, device_override: str | None = None) -> int:
+    """``solargw zigbee``: load the settings, open the store, then run until SIGTERM/SIGINT while
+    following the settings file (polled, or at once on SIGHUP): a new ``[mqtt]`` swaps the
+    publisher, new radio settings reconnect, ``enabled = false`` stops the service."""
+
+    def adjust(settings: Settings) -> Settings:
+        if device_override:
+            settings.zigbee.device = device_override
+        return settings
+
+    try:
+        follower = SettingsFollower(settings_path, adjust=adjust)
+    except SettingsError as exc:
+        raise ServiceError(str(exc)) from None
+    if not follower.settings.zigbee.enabled:
+        log.info("the Zigbee service is disabled in the settings ([zigbee] enabled = false)")
+        return 0
+    try:
+        store = Store.from_settings(follower.settings)
+    except StoreError as exc:
+        raise ServiceError(str(exc)) from None
+    try:
+        asyncio.run(_run(follower, store))
+    finally:
+        store.close()
+    return 0
+
+
+async def _run(follower: SettingsFollower, store: Store) -> None:
+    from appliance.mqtt import make_publisher
+
+    publisher = PublisherHolder(lambda settings: make_publisher(settings, service="zigbee", store=store),
+                                follower.settings)
+    service = ZigbeeService(follower.settings, store, publisher)
+
+    def changed(_old: Settings, new: Settings) -> None:
+        if not new.zigbee.enabled:
+            log.info("the Zigbee service was disabled in the settings: stopping")
+            service.stop()
+            return
+        if publisher.update(new):
+            service.reporter.force()  # the new broker hears the state at the next tick
+        service.apply_settings(new)
+
+    def reload() -> None:
+        follower.request_reload()
+        follower.check()
+
+    follower.on_change = changed
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, service.stop)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+
+    async def follow() -> None:
+        while True:
+            await asyncio.sleep(SETTINGS_POLL_SECONDS)
+            follower.check()
+
+    following = asyncio.create_task(follow(), name="settings-follower")
+    try:
+        await service.run()
+    finally:
+        following.cancel()
+        publisher.close()
