@@ -138,7 +138,6 @@ class GatewayListener:
         return {
             "state": state or ("listening" if self._server else "stopped"),
             "address": self.address,
-            "connections": len(connections),
             "gateways": gateways,
             "inverters": sorted(self.inverters),
             "rejected_lines": self.counts["rejected"],
@@ -198,7 +197,8 @@ class GatewayListener:
                 self._connections.discard(connection)
             connection.close()
             log.info("gateway connection from %s closed", peer)
-            self._report()
+            if connection.gateway_id:  # the status names connected gateways, not every client
+                self._report()
 
     def _make_room(self) -> None:
         """At the cap, close the connection that has gone longest without a valid line."""
@@ -252,7 +252,7 @@ class GatewayListener:
             return await self._malformed(connection, raw, str(exc))
         if not line.crc_ok and line.kind != LineKind.INVERTER:
             return await self._malformed(connection, raw, "the gateway line's CRC-8 check failed")
-        if line.kind in (LineKind.PING, LineKind.INVERTER, LineKind.GATEWAY):
+        if line.crc_ok and line.kind in (LineKind.PING, LineKind.INVERTER, LineKind.GATEWAY):
             connection.last_valid = now
             if connection.gateway_id != line.gateway_id:
                 connection.gateway_id = line.gateway_id

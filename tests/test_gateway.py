@@ -214,7 +214,7 @@ def test_a_full_house_of_silent_clients_makes_room_for_the_gateway(tmp_path):
     async def scenario():
         async with Harness(tmp_path, max_connections=4) as h:
             silent = [await asyncio.open_connection("127.0.0.1", h.port) for _ in range(4)]
-            await h.until(lambda: h.listener.status()["connections"] == 4, what="four connections")
+            await h.until(lambda: h.listener.counts["connections"] == 4, what="four connections")
             gateway = h.gateway(1)
             task = asyncio.create_task(gateway.run())
             await h.until(lambda: len(h.store.latest()) == 1, what="the gateway's inverter")
