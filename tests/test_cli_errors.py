@@ -124,6 +124,9 @@ NONSENSE = {
     "simulate nep inverters": (["simulate", "nep", "--inverters", "0"], "--inverters must be at least 1"),
     "simulate enecsys port": (["simulate", "enecsys", "--port", "70000"], "70000 is not a port number"),
     "simulate enecsys host": (["simulate", "enecsys", "--host", "no-such-host.invalid"], "cannot listen on"),
+    "simulate enecsys replay": (["simulate", "enecsys", "--replay", "/no/such/capture.json"],
+                                "cannot read /no/such/capture.json"),
+    "simulate enecsys radio": (["simulate", "enecsys", "--radio", "perfect"], "invalid choice: 'perfect'"),
     "demo port": (["demo", "--port", "-5"], "-5 is not a port number"),
     "firstboot unknown option": (["firstboot", "--bootdir", "/boot"], "unrecognized arguments"),
 }
@@ -139,6 +142,15 @@ def test_demo_with_an_unusable_directory(tmp_path):
     (tmp_path / "file").write_text("")
     assert_refused(solargw("demo", "--dir", str(tmp_path / "file" / "demo"), tmp_path=tmp_path),
                    f"cannot use {tmp_path / 'file' / 'demo'}")
+
+
+def test_a_file_that_is_not_a_capture(tmp_path):
+    (tmp_path / "capture.json").write_text('{"frames": [{"t": 0, "from": "gateway", "nwk": "0x1234", "hex": "57"}]}')
+    assert_refused(solargw("simulate", "enecsys", "--replay", str(tmp_path / "capture.json"), tmp_path=tmp_path),
+                   "goes to 0x1234, which sent nothing before")
+    (tmp_path / "capture.json").write_text("[1, 2]")
+    assert_refused(solargw("simulate", "enecsys", "--replay", str(tmp_path / "capture.json"), tmp_path=tmp_path),
+                   "is not a capture")
 
 
 def test_missing_files_and_devices(tmp_path):

@@ -170,7 +170,8 @@ def run(url: str, fleet: list[NepInverter], *, interval: float, clock: SimClock,
     return ok, failed
 
 
-def rounds_iter(fleet: list[NepInverter], moments: Iterator[datetime], seed: int = 1) -> Iterator[tuple[datetime, NepInverter, bytes]]:
+def rounds_iter(fleet: list[NepInverter], moments: Iterator[datetime],
+                seed: int = 1) -> Iterator[tuple[datetime, NepInverter, bytes]]:
     """Packets the fleet would post at these moments (no network): for tests and benchmarks."""
     rng = random.Random(seed)
     for moment in moments:

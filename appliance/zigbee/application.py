@@ -8,10 +8,18 @@
   profile is no criterion) and hands them to :class:`~appliance.zigbee.frames.EnecsysFrames`.
   Enecsys inverters are not Zigbee HA devices, so they are not interviewed; frames from other
   devices are counted and dropped.
+- Every device that joins goes into zigpy's device table (without an interview): the trust
+  center's join indication and the device's announce give its short address and IEEE, and
+  that table tells who sent a frame. A frame from a short address the table does not know
+  waits (at most SENDER_LOOKUP_SECONDS) while the network is asked who holds it (ZDO
+  IEEE_addr_req, which every Zigbee stack answers): after a restart of the service, inverters
+  that stayed joined are recognised again this way.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +36,8 @@ from appliance.settings import Settings
 from appliance.zigbee.frames import EnecsysFrames, JoinWatch
 
 log = logging.getLogger(__name__)
+
+SENDER_LOOKUP_SECONDS = 3.0
 
 
 def zigpy_config(settings: Settings, device_path: str, database: Path | None) -> dict[str, Any]:
@@ -56,6 +66,7 @@ class EnecsysApplication(ControllerApplication):
         self.frames = frames
         self.joins = joins
         self._on_connection_lost = on_connection_lost
+        self._lookups: dict[int, asyncio.Future[int]] = {}
 
     async def register_endpoints(self) -> None:
         """Endpoint 1 speaks the Enecsys profile: Z-Stack sends with the source endpoint's profile
@@ -80,24 +91,50 @@ class EnecsysApplication(ControllerApplication):
         if packet.src.addr_mode != zt.AddrMode.NWK:
             self.frames.ignore(f"Enecsys-looking frame from {packet.src}")
             return
-        if enecsys.classify(data) == enecsys.FrameKind.HANDSHAKE_REQUEST:
-            self.joins.handshake(enecsys.ieee_from_frame(data))
-        self.create_task(self.frames.frame(packet.src.address, data, self.gateway_ieee, self.send_enecsys),
-                         "enecsys-frame")
+        self.create_task(self._enecsys_frame(packet.src.address, data, time.time()), "enecsys-frame")
+
+    async def _enecsys_frame(self, nwk: int, data: bytes, received_at: float) -> None:
+        sender = await self.sender_ieee(nwk)
+        await self.frames.frame(nwk, data, sender, self.gateway_ieee, self.send_enecsys, received_at)
 
     def _zdo_received(self, packet: zt.ZigbeePacket) -> None:
-        """ZDO from known devices (the coordinator's own interview) goes to zigpy; from the
-        inverters only their announce matters, and zigpy would otherwise hunt for the unknown sender."""
+        """ZDO from the coordinator itself goes to zigpy; from the devices only what says who they
+        are (announces, address responses) matters: no interviews, no hunts for unknown senders."""
+        if packet.src.addr_mode == zt.AddrMode.NWK and packet.src.address == self.state.node_info.nwk:
+            super().packet_received(packet)
+        else:
+            self._maybe_parse_zdo(packet)
+
+    async def sender_ieee(self, nwk: int) -> int | None:
+        """The IEEE of the device at short address ``nwk``, from zigpy's device table or else from
+        the network; None if nobody answers in time."""
+        known = self._ieee_at(nwk)
+        if known is not None:
+            return known
+        lookup = self._lookups.get(nwk)
+        if lookup is None:
+            lookup = self._lookups[nwk] = asyncio.get_running_loop().create_future()
+            self.create_task(self._ask_who_has(nwk), f"ieee-lookup-0x{nwk:04x}")
         try:
-            self.get_device_with_address(packet.src)
-        except (KeyError, ValueError):
-            data = packet.data.serialize()
-            if packet.cluster_id == zdo_t.ZDOCmd.Device_annce and len(data) >= 11:
-                nwk = zt.NWK.deserialize(data[1:3])[0]
-                ieee = zt.EUI64.deserialize(data[3:11])[0]
-                self.handle_join(nwk=nwk, ieee=ieee, parent_nwk=None)
-            return
-        super().packet_received(packet)
+            return await asyncio.wait_for(asyncio.shield(lookup), SENDER_LOOKUP_SECONDS)
+        except TimeoutError:
+            if self._lookups.get(nwk) is lookup:
+                del self._lookups[nwk]
+            return None
+
+    async def _ask_who_has(self, nwk: int) -> None:
+        log.info("a frame came from 0x%04x, which is not on the device list: asking the network", nwk)
+        try:
+            await self._discover_unknown_device(zt.NWK(nwk))
+        except (zigpy.exceptions.ZigbeeException, TimeoutError) as exc:
+            log.warning("cannot ask who 0x%04x is: %s", nwk, exc)
+
+    def _ieee_at(self, nwk: int) -> int | None:
+        try:
+            device = self.get_device(nwk=zt.NWK(nwk))
+        except KeyError:
+            return None
+        return _ieee_int(device.ieee)
 
     @property
     def gateway_ieee(self) -> bytes:
@@ -122,18 +159,44 @@ class EnecsysApplication(ControllerApplication):
             log.warning("handshake reply to 0x%04x not delivered: %s", nwk, exc)
 
     def handle_join(self, nwk, ieee, parent_nwk, *, handle_rejoin: bool = True) -> None:
-        value = int.from_bytes(bytes(zt.EUI64(ieee).serialize()), "little")
-        if enecsys.ieee_to_serial(value) is not None:
-            log.info("inverter %s joined (0x%04x)", enecsys.serial_text(value), nwk)
-            return  # not a Zigbee HA device: no interview
-        log.info("a non-Enecsys device %s joined (0x%04x): ignored", zt.EUI64(ieee), nwk)
+        """Note who holds ``nwk`` (without zigpy's interview: nothing here is a Zigbee HA device)."""
+        ieee, nwk = zt.EUI64(ieee), zt.NWK(nwk)
+        if ieee == self.state.node_info.ieee:
+            return
+        for other in self.devices.values():  # an address a device held before it left is the newcomer's now
+            if other.nwk == nwk and other.ieee not in (ieee, self.state.node_info.ieee):
+                other.nwk = zt.NWK(0xFFFE)
+        try:
+            device = self.get_device(ieee=ieee)
+        except KeyError:
+            device = self.add_device(ieee, nwk)
+            moved = True
+        else:
+            moved = device.nwk != nwk
+            device.nwk = nwk
+        value = _ieee_int(ieee)
+        if moved:
+            if enecsys.ieee_to_serial(value) is not None:
+                log.info("inverter %s joined (0x%04x)", enecsys.serial_text(value), nwk)
+            else:
+                log.info("a non-Enecsys device %s joined (0x%04x): its frames will be ignored", ieee, nwk)
+        lookup = self._lookups.pop(int(nwk), None)
+        if lookup is not None and not lookup.done():
+            lookup.set_result(value)
 
     def on_zdo_tc_device_join(self, msg) -> None:
-        ieee = int.from_bytes(bytes(msg.SrcIEEE.serialize()), "little")
+        """The trust center says who joined at which address: noted at once (zigpy-znp itself
+        waits a few seconds for the announce), then zigpy-znp's own handling."""
+        ieee = _ieee_int(msg.SrcIEEE)
         if enecsys.ieee_to_serial(ieee) is not None:
             self.joins.joined(ieee)
+        self.handle_join(nwk=msg.SrcNwk, ieee=msg.SrcIEEE, parent_nwk=msg.ParentNwk)
         super().on_zdo_tc_device_join(msg)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._on_connection_lost(exc)
+
+
+def _ieee_int(ieee: zt.EUI64) -> int:
+    return int.from_bytes(bytes(zt.EUI64(ieee).serialize()), "little")

@@ -4,6 +4,11 @@
   request (through the ``send_reply`` coroutine it is given), hands reports to the pipeline,
   rejects malformed frames and ignores foreign ones. Store work runs on one worker thread, in
   order, so a slow disk never delays a handshake reply.
+- A frame speaks for the inverter whose IEEE it carries, so it must come from that inverter:
+  the sender's IEEE (what the network's device list says of its short address) must be the one
+  inside the frame. A frame that claims another identity, or whose sender is unknown, is not
+  answered and not recorded: it is kept with the rejected frames and counted as a
+  ``sender_mismatches``.
 - :class:`JoinWatch` remembers trust-center joins until their handshake request comes: inverters
   that join but never ask are the sign of a stick built without the Enecsys trust-center key.
 """
@@ -26,6 +31,7 @@ from appliance.zigbee.telemetry import TelemetryFile
 log = logging.getLogger(__name__)
 
 FAMILY = "enecsys"
+SENDER_MISMATCH = "sender_mismatches"
 
 
 @dataclass
@@ -64,8 +70,9 @@ class EnecsysFrames:
     """
 
     def __init__(self, store: Store, pipeline: Pipeline, executor: concurrent.futures.Executor,
-                 telemetry: TelemetryFile | None = None):
+                 telemetry: TelemetryFile | None = None, joins: JoinWatch | None = None):
         self.store = store
+        self.joins = joins
         self.pipeline = pipeline
         self.executor = executor
         self.telemetry = telemetry
@@ -89,8 +96,9 @@ class EnecsysFrames:
         log.debug("ignored a frame: %s", why)
         self._io(self.store.count, "frames_ignored", FAMILY)
 
-    async def frame(self, nwk: int, payload: bytes, gateway_ieee: bytes,
+    async def frame(self, nwk: int, payload: bytes, sender: int | None, gateway_ieee: bytes,
                     send_reply: Callable[[int, bytes], Any], received_at: float | None = None) -> None:
+        """Handle ``payload`` from short address ``nwk``, whose IEEE is ``sender`` (None: unknown)."""
         started = time.monotonic()
         received_at = time.time() if received_at is None else received_at
         source = f"zigbee:0x{nwk:04x}"
@@ -100,6 +108,11 @@ class EnecsysFrames:
             return
         if kind == enecsys.FrameKind.MALFORMED:
             self._io(self.pipeline.reject, payload, FAMILY, source, "malformed Enecsys frame", received_at)
+            return
+        mismatch = sender_mismatch(nwk, sender, enecsys.ieee_from_frame(payload))
+        if mismatch:
+            log.warning("refused a frame from 0x%04x: %s", nwk, mismatch)
+            self._io(self.pipeline.reject, payload, FAMILY, source, mismatch, received_at, (SENDER_MISMATCH,))
             return
         if kind == enecsys.FrameKind.REPORT:
             await self._report(payload, source, received_at)
@@ -118,6 +131,8 @@ class EnecsysFrames:
             await send_reply(nwk, reply)
             self.handshake_reply_seconds.append(time.monotonic() - started)
             self.handshakes += 1
+            if self.joins is not None:
+                self.joins.handshake(handshake.ieee)
             self.inverters[handshake.serial] = time.monotonic()
             log.info("inverter %s (0x%04x) asked to join: handshake reply sent in %.0f ms", handshake.serial, nwk,
                      1000 * (time.monotonic() - started))
@@ -145,3 +160,13 @@ class EnecsysFrames:
         recorded = self.pipeline.handle(reading, source=source)
         if recorded is not None and self.telemetry is not None:
             self.telemetry.update(reading)
+
+
+def sender_mismatch(nwk: int, sender: int | None, claimed: int) -> str | None:
+    """Why a frame carrying IEEE ``claimed`` must not be trusted from ``sender``; None if it may."""
+    said = f"the frame says {enecsys.ieee_text(claimed)} (serial {enecsys.serial_text(claimed)})"
+    if sender is None:
+        return f"sender mismatch: 0x{nwk:04x} is not on the network's device list; {said}"
+    if sender != claimed:
+        return f"sender mismatch: 0x{nwk:04x} is {enecsys.ieee_text(sender)}; {said}"
+    return None

@@ -63,8 +63,8 @@ class ZigbeeService:
         self.reporter = StatusReporter("zigbee", store, heartbeat=STATUS_HEARTBEAT_SECONDS,
                                        publish=self._publish_state if publisher is not None else None)
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self.frames = EnecsysFrames(store, self.pipeline, self.executor, _telemetry(settings))
         self.joins = JoinWatch(join_watch_seconds)
+        self.frames = EnecsysFrames(store, self.pipeline, self.executor, _telemetry(settings), self.joins)
         self.permit_renew_seconds = permit_renew_seconds
         self.max_backoff = max_backoff
         self.status_seconds = status_seconds

@@ -4,8 +4,10 @@ It speaks the ZNP protocol with zigpy-znp's own frame and command types, well en
 zigpy-znp to connect, read the firmware version and NV items, form a network (or resume a
 formed one), register endpoints, permit joins, start, and exchange AF frames. Unknown
 synchronous requests get ``RPCError.CommandNotRecognized``, as on a real stick. Its NV
-memory is :mod:`~appliance.sim.zstack.nv`, its serial link :mod:`~appliance.sim.zstack.link`;
-this module is the stack: formation, joins and AF.
+memory is :mod:`~appliance.sim.zstack.nv`, its serial link :mod:`~appliance.sim.zstack.link`,
+its address and parent tables :mod:`~appliance.sim.zstack.network`, its radio
+:mod:`~appliance.sim.zstack.air` (ideal unless given ``radio=``); this module is the stack:
+formation, joins and AF.
 
 What it models on purpose, because the appliance depends on it:
 
@@ -23,7 +25,8 @@ What it models on purpose, because the appliance depends on it:
   schema for it (no state byte, a 4-byte channel mask) does not match what sticks send;
 - the trust-center link key is a build-time constant that no command can read or change;
 - frames whose profile does not match the endpoint's are forwarded to the host (the
-  behaviour of Koenkk's builds since 2021-07-08) unless ``forward_foreign_profiles`` is off.
+  behaviour of Koenkk's builds since 2021-07-08) unless ``forward_foreign_profiles`` is off;
+- every device's frame is APS-acknowledged; the devices' own stacks answer IEEE_addr_req.
 
 Run it stand-alone with ``solargw simulate enecsys`` (``--inverters 0`` for the stick alone).
 Devices "on the air" (see :mod:`appliance.sim.enecsys_inverters`) use :meth:`beacon`,
@@ -37,7 +40,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import zigpy.zdo.types as zdo_t
 import zigpy_znp.commands as c
@@ -47,13 +50,14 @@ from zigpy_znp.frames import GeneralFrame
 from zigpy_znp.types.nvids import ExNvIds, NvSysIds, OsalNvIds
 
 from appliance.protocols import enecsys
+from appliance.sim.zstack.air import IDEAL, Air, RadioConditions
 from appliance.sim.zstack.link import HostLink
+from appliance.sim.zstack.network import COORDINATOR_NWK, Joined, Network, RadioDevice
 from appliance.sim.zstack.nv import ALIGN, NvStore, eui64
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TC_LINK_KEY = b"ZigBeeAlliance09"
-COORDINATOR_NWK = 0x0000
 
 CAPABILITIES = (
     t.MTCapabilities.SYS | t.MTCapabilities.MAC | t.MTCapabilities.AF | t.MTCapabilities.ZDO
@@ -77,14 +81,6 @@ class FirmwareVersion:
         return f"Z-Stack 3.x.0 {self.code_revision} (MT {self.major}.{self.minor}.{self.maint})"
 
 
-class RadioDevice(Protocol):
-    """A simulated device on the air behind the coordinator."""
-
-    ieee: int
-
-    def deliver(self, cluster: int, profile: int, src_ep: int, dst_ep: int, data: bytes) -> None: ...
-
-
 @dataclass(frozen=True)
 class Beacon:
     """What a device scanning the channels learns about the running network."""
@@ -94,13 +90,6 @@ class Beacon:
     extended_pan_id: bytes
     stack_profile: int
     permit_join: bool
-
-
-@dataclass
-class _Joined:
-    device: RadioDevice
-    nwk: int
-    capabilities: int
 
 
 @dataclass
@@ -122,6 +111,7 @@ class CoordinatorEmulator:
         forward_foreign_profiles: bool = True,
         table_size: int = 16,
         formation_delay: float = 0.02,
+        radio: RadioConditions = IDEAL,
     ):
         self.ieee = ieee
         self.tc_link_key = tc_link_key
@@ -143,8 +133,8 @@ class CoordinatorEmulator:
         """The stack profile in effect (read from NV at the last reset)."""
         self._permit_until = 0.0
         self._primary_channels = t.Channels.ALL_CHANNELS
-        self._joined: dict[int, _Joined] = {}  # by IEEE
-        self._next_nwk = 0x1A2B
+        self.air = Air(radio)
+        self.network = Network(radio.max_children, radio.router_max_children, radio.seed)
         self._boot()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -189,55 +179,97 @@ class CoordinatorEmulator:
         return Beacon(self.pan_id, self.channel, self.extended_pan_id, self.stack_profile, self.permit_join)
 
     def associate(self, device: RadioDevice, link_key: bytes, capabilities: int = 0x8E) -> int | None:
-        """A device joins through the coordinator. Returns its NWK address, or None when
-        the trust center's Transport-Key cannot be decrypted with ``link_key`` (the join
-        fails after the TC device indication, as with a wrong firmware build)."""
+        """A device joins through the coordinator. Returns its NWK address, or None when no parent
+        has room for it, or when the trust center's Transport-Key cannot be decrypted with
+        ``link_key`` (the join fails after the TC device indication, as with a wrong firmware build)."""
         if not self.permit_join:
             return None
-        nwk = self._allocate_nwk(device.ieee)
-        self._record("tc_device_join", ieee=f"{device.ieee:016x}", nwk=nwk)
-        self.link.send(c.ZDO.TCDevInd.Callback(SrcNwk=nwk, SrcIEEE=eui64(device.ieee), ParentNwk=COORDINATOR_NWK))
+        joined = self.network.place(device, capabilities)
+        if joined is None:
+            self._record("association_refused", ieee=f"{device.ieee:016x}")
+            return None
+        nwk = joined.nwk
+        self._record("tc_device_join", ieee=f"{device.ieee:016x}", nwk=nwk, parent=joined.parent, hops=joined.hops)
+        self.link.send(c.ZDO.TCDevInd.Callback(SrcNwk=nwk, SrcIEEE=eui64(device.ieee), ParentNwk=joined.parent))
         if link_key != self.tc_link_key:
             self._record("key_exchange_failed", ieee=f"{device.ieee:016x}")
-            self._joined.pop(device.ieee, None)
+            self.network.remove(device.ieee)
             return None
-        self._joined[device.ieee] = _Joined(device, nwk, capabilities)
-        self.link.send(c.ZDO.EndDeviceAnnceInd.Callback(
-            Src=nwk, NWK=nwk, IEEE=eui64(device.ieee), Capabilities=c.zdo.MACCapabilities(capabilities)))
-        self._send_zdo(nwk, zdo_t.ZDOCmd.Device_annce, self._next_tsn(), [nwk, eui64(device.ieee), capabilities],
-                       broadcast=True)
+        announce = (
+            c.ZDO.EndDeviceAnnceInd.Callback(
+                Src=nwk, NWK=nwk, IEEE=eui64(device.ieee), Capabilities=c.zdo.MACCapabilities(capabilities)),
+            self._zdo_message(nwk, zdo_t.ZDOCmd.Device_annce, self._next_tsn(),
+                              [nwk, eui64(device.ieee), capabilities], broadcast=True),
+        )
+        if self.air.conditions.instant:
+            self.link.later(0.001, *announce)
+        else:
+            def heard() -> None:
+                for message in announce:
+                    self.link.send(message)
+            self._transmit(joined, lambda: self.air.broadcast(joined.hops, heard))
         return nwk
 
     def leave(self, device: RadioDevice) -> None:
-        joined = self._joined.pop(device.ieee, None)
+        joined = self.network.remove(device.ieee)
         if joined is not None:
             self._record("leave", ieee=f"{device.ieee:016x}")
             self.link.send(c.ZDO.LeaveInd.Callback(NWK=joined.nwk, IEEE=eui64(device.ieee), Request=False,
-                                               Remove=False, Rejoin=False))
+                                                   Remove=False, Rejoin=False))
 
     def nwk_of(self, device: RadioDevice) -> int | None:
-        joined = self._joined.get(device.ieee)
+        joined = self.network.get(device.ieee)
         return joined.nwk if joined else None
 
     def joined_ieees(self) -> list[int]:
-        return list(self._joined)
+        return list(self.network.by_ieee)
 
     def send_from(self, device: RadioDevice, data: bytes, *, cluster: int = 0x0057, profile: int = 0xC00F,
                   src_ep: int = 1, dst_ep: int = 1, lqi: int = 180) -> bool:
-        """A joined device sends a unicast to the coordinator. True if it reached the host."""
-        joined = self._joined.get(device.ieee)
+        """A joined device sends a unicast (APS ACK requested) to the coordinator. On an ideal radio,
+        True if it reached the host; otherwise True if it went on the air (what becomes of it is in
+        :attr:`air`'s statistics and, when the host got it, in the host's log)."""
+        sent = self._uplink(device, data, cluster, profile, src_ep, dst_ep, lqi)
+        return sent if isinstance(sent, bool) else True
+
+    async def transmit(self, device: RadioDevice, data: bytes, **options) -> bool:
+        """:meth:`send_from`, returning once the frame is through the air: True if acknowledged
+        (a device's stack sends its next frame after that)."""
+        sent = self._uplink(device, data, **options)
+        return sent if isinstance(sent, bool) else await sent
+
+    def _uplink(self, device: RadioDevice, data: bytes, cluster: int = 0x0057, profile: int = 0xC00F,
+                src_ep: int = 1, dst_ep: int = 1, lqi: int = 180) -> bool | asyncio.Task:
+        joined = self.network.get(device.ieee)
         if joined is None or not self.network_up:
             return False
-        endpoint = self.endpoints.get(dst_ep)
-        if endpoint is None:
-            return False
-        if endpoint.ProfileId != profile and not self.forward_foreign_profiles:
-            self._record("dropped_profile_mismatch", profile=profile)
-            return False
-        return self.link.send(c.AF.IncomingMsg.Callback(
-            GroupId=0x0000, ClusterId=cluster, SrcAddr=joined.nwk, SrcEndpoint=src_ep, DstEndpoint=dst_ep,
-            WasBroadcast=False, LQI=lqi, SecurityUse=False, TimeStamp=int(time.monotonic() * 1000) & 0xFFFFFFFF,
-            TSN=self._next_tsn(), Data=t.ShortBytes(data), MacSrcAddr=joined.nwk, MsgResultRadius=29))
+
+        def arrive() -> bool:
+            """The stick received it (and APS-acknowledges it): up to the host, unless Z-Stack drops it."""
+            endpoint = self.endpoints.get(dst_ep)
+            if endpoint is None or not self.network_up:
+                return False
+            if endpoint.ProfileId != profile and not self.forward_foreign_profiles:
+                self._record("dropped_profile_mismatch", profile=profile)
+                return False
+            return self.link.send(c.AF.IncomingMsg.Callback(
+                GroupId=0x0000, ClusterId=cluster, SrcAddr=joined.nwk, SrcEndpoint=src_ep, DstEndpoint=dst_ep,
+                WasBroadcast=False, LQI=lqi, SecurityUse=False,
+                TimeStamp=int(time.monotonic() * 1000) & 0xFFFFFFFF, TSN=self._next_tsn(),
+                Data=t.ShortBytes(data), MacSrcAddr=joined.nwk if joined.hops == 1 else joined.parent,
+                MsgResultRadius=30 - joined.hops))
+
+        if self.air.conditions.instant:
+            self.air.stats.aps_acks += 1
+            return arrive()
+        return self._transmit(joined, lambda: self.air.unicast(joined.hops, arrive))
+
+    def _transmit(self, joined: Joined, carry: Callable[[], Any]) -> asyncio.Task:
+        """Put a device's frame on the air after its earlier ones."""
+        async def run() -> Any:
+            async with joined.lock:
+                return await carry()
+        return self.link.spawn(run())
 
     def events_named(self, name: str) -> list[EmulatorEvent]:
         return [event for event in self.events if event.name == name]
@@ -257,7 +289,7 @@ class CoordinatorEmulator:
         self.network_up = False
         self.device_state = t.DeviceState.InitializedNotStarted
         self._permit_until = 0.0
-        self._joined.clear()
+        self.network.clear()
         self._primary_channels = t.Channels.ALL_CHANNELS
         self.stack_profile = (self.nv.read(OsalNvIds.STACK_PROFILE) or b"\x02")[0]
 
@@ -329,7 +361,7 @@ class CoordinatorEmulator:
     def _device_info(self, request: c.UTIL.GetDeviceInfo.Req) -> c.UTIL.GetDeviceInfo.Rsp:
         """The associated devices are the end devices among the coordinator's children."""
         Caps = t.DeviceTypeCapabilities
-        end_devices = [j.nwk for j in self._joined.values() if not j.capabilities & 0x02]  # MAC: FFD bit clear
+        end_devices = [j.nwk for j in self.network.children(COORDINATOR_NWK) if not j.router]
         return c.UTIL.GetDeviceInfo.Rsp(
             Status=t.Status.SUCCESS, IEEE=eui64(self.ieee), NWK=self._short_address(),
             DeviceType=Caps.Coordinator | Caps.Router | Caps.EndDevice, DeviceState=self.device_state,
@@ -461,25 +493,60 @@ class CoordinatorEmulator:
         if request.DstEndpoint == 0:
             if address.mode == t.AddrMode.NWK and address.address == COORDINATOR_NWK:
                 self._answer_own_zdo(request.ClusterId, data)
+            else:
+                self._devices_answer_zdo(address, request.ClusterId, data)
             return c.AF.DataRequestExt.Rsp(Status=t.Status.SUCCESS)
         if address.mode != t.AddrMode.NWK:
             return c.AF.DataRequestExt.Rsp(Status=t.Status.SUCCESS)  # broadcasts/groups: nobody listens
-        target = next((j for j in self._joined.values() if j.nwk == address.address), None)
+        target = self.network.by_nwk(address.address)
         profile = self.endpoints[request.SrcEndpoint].ProfileId if request.SrcEndpoint in self.endpoints else 0
-        status = t.Status.SUCCESS
-        if target is None:
-            status = t.Status.APS_NO_ACK if request.Options & c.af.TransmitOptions.ACK_REQUEST else t.Status.SUCCESS
+        ack = bool(request.Options & c.af.TransmitOptions.ACK_REQUEST)
         self._record("af_data_request", nwk=int(address.address), cluster=int(request.ClusterId), profile=profile,
-                     src_ep=int(request.SrcEndpoint), dst_ep=int(request.DstEndpoint),
-                     ack=bool(request.Options & c.af.TransmitOptions.ACK_REQUEST), data=data,
+                     src_ep=int(request.SrcEndpoint), dst_ep=int(request.DstEndpoint), ack=ack, data=data,
                      delivered=target is not None)
-        if target is not None:
-            device = target.device
-            asyncio.get_running_loop().call_soon(
-                device.deliver, int(request.ClusterId), profile, int(request.SrcEndpoint),
-                int(request.DstEndpoint), data)
-        self.link.later(0.002, c.AF.DataConfirm.Callback(Status=status, Endpoint=request.SrcEndpoint, TSN=request.TSN))
+
+        def confirm(status: t.Status) -> c.AF.DataConfirm.Callback:
+            return c.AF.DataConfirm.Callback(Status=status, Endpoint=request.SrcEndpoint, TSN=request.TSN)
+
+        if target is None:
+            self.link.later(0.002, confirm(t.Status.APS_NO_ACK if ack else t.Status.SUCCESS))
+            return c.AF.DataRequestExt.Rsp(Status=t.Status.SUCCESS)
+        device = target.device
+
+        def deliver() -> None:
+            device.deliver(int(request.ClusterId), profile, int(request.SrcEndpoint), int(request.DstEndpoint), data)
+
+        if self.air.conditions.instant:
+            asyncio.get_running_loop().call_soon(deliver)
+            self.link.later(0.002, confirm(t.Status.SUCCESS))
+        else:
+            async def carry() -> None:
+                arrived = await self.air.unicast(target.hops, deliver, ack=ack)
+                failed = t.Status.APS_NO_ACK if ack else t.Status.MAC_NO_ACK
+                self.link.send(confirm(t.Status.SUCCESS if arrived else failed))
+            self.link.spawn(carry())
         return c.AF.DataRequestExt.Rsp(Status=t.Status.SUCCESS)
+
+    def _devices_answer_zdo(self, address: t.AddrModeAddress, cluster: int, data: bytes) -> None:
+        """The joined devices' own stacks answer IEEE_addr_req for their address (how a host learns
+        who holds a short address it does not know)."""
+        if cluster != zdo_t.ZDOCmd.IEEE_addr_req or len(data) < 3:
+            return
+        tsn, nwk = data[0], int.from_bytes(data[1:3], "little")
+        target = self.network.by_nwk(nwk)
+        if target is None or (address.mode == t.AddrMode.NWK and address.address != nwk):
+            return
+        answer = self._zdo_message(nwk, zdo_t.ZDOCmd.IEEE_addr_rsp, tsn,
+                                   [zdo_t.Status.SUCCESS, eui64(target.device.ieee), nwk, None, None, None])
+        self._record("ieee_addr_answered", nwk=nwk, ieee=f"{target.device.ieee:016x}")
+        if self.air.conditions.instant:
+            self.link.later(0.001, answer)
+            return
+
+        async def round_trip() -> None:
+            if await self.air.broadcast(target.hops, lambda: None):
+                await self.air.unicast(target.hops, lambda: self.link.send(answer), ack=False)
+        self.link.spawn(round_trip())
 
     def _answer_own_zdo(self, cluster: int, data: bytes) -> None:
         """Z-Stack answers ZDO requests addressed to itself (ZDO_DIRECT_CB callbacks)."""
@@ -509,27 +576,25 @@ class CoordinatorEmulator:
                 self._send_zdo(COORDINATOR_NWK, Cmd.Simple_Desc_rsp, tsn,
                                [zdo_t.Status.SUCCESS, COORDINATOR_NWK, descriptor])
 
-    def _send_zdo(self, src: int, cluster: int, tsn: int, values: list, *, broadcast: bool = False) -> None:
+    def _send_zdo(self, src: int, cluster: int, tsn: int, values: list) -> None:
+        self.link.later(0.001, self._zdo_message(src, cluster, tsn, values))
+
+    @staticmethod
+    def _zdo_message(src: int, cluster: int, tsn: int, values: list, *,
+                     broadcast: bool = False) -> c.ZDO.MsgCbIncoming.Callback:
+        """A ZDO frame from ``src`` as Z-Stack hands it to the host."""
         _names, kinds = zdo_t.CLUSTERS[cluster]
         payload = b""
         for kind, value in zip(kinds, values, strict=True):
             if value is None:
                 continue
             payload += (value if isinstance(value, kind) else kind(value)).serialize()
-        self.link.later(0.001, c.ZDO.MsgCbIncoming.Callback(
+        return c.ZDO.MsgCbIncoming.Callback(
             Src=src, IsBroadcast=broadcast, ClusterId=cluster, SecurityUse=0, TSN=tsn,
-            MacDst=0xFFFF if broadcast else COORDINATOR_NWK, Data=t.Bytes(payload)))
+            MacDst=0xFFFF if broadcast else COORDINATOR_NWK, Data=t.Bytes(payload))
 
     _tsn = 0
 
     def _next_tsn(self) -> int:
         self._tsn = (self._tsn + 1) & 0xFF
         return self._tsn
-
-    def _allocate_nwk(self, ieee: int) -> int:
-        joined = self._joined.get(ieee)
-        if joined is not None:
-            return joined.nwk
-        self._next_nwk = (self._next_nwk * 1103 + 0x3F1) % 0xFFF0 or 0x1234
-        return self._next_nwk
-
