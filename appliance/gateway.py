@@ -21,7 +21,8 @@ line within ``IDLE_SECONDS``), a line longer than ``MAX_LINE`` ends the connecti
 the connection that has not sent a valid line for longest (a gateway that talks keeps its
 place). Store work runs on one thread of its own, in order, and each connection waits for its
 own line's work before reading the next, so a flood only slows the flooder. Malformed lines
-are counted and kept with the rejected frames; nothing here raises into the web service.
+are counted, and kept with the rejected frames up to ``REJECTS_KEPT_PER_MINUTE``; nothing here
+raises into the web service.
 """
 from __future__ import annotations
 
@@ -50,6 +51,9 @@ MAX_LINE = protocol.MAX_LINE
 MAX_MALFORMED = 20
 MAX_UNSENT = 4096
 """A client that does not read our answers (their bytes pile up here) is closed."""
+REJECTS_KEPT_PER_MINUTE = 30
+"""Malformed lines kept with the rejected frames (one store write each); more are only counted,
+so a flood costs neither the card's writes nor the gateway's turn on the store thread."""
 STATUS_SECONDS = 30.0
 READ_CHUNK = 1024
 
@@ -63,6 +67,7 @@ class _Connection:
     last_valid: float = float("-inf")
     gateway_id: str = ""
     malformed: int = 0
+    task: asyncio.Task | None = None
 
     def close(self) -> None:
         if not self.writer.is_closing():
@@ -92,6 +97,8 @@ class GatewayListener:
                        "keepalives": 0}
         self.address = ""
         self._connections: set[_Connection] = set()
+        self._rejects_window = (0.0, 0)  # (start of the current minute, malformed lines kept in it)
+        self._evictions_logged = 0.0
         self._server: asyncio.AbstractServer | None = None
         self._status_task: asyncio.Task | None = None
         self._lock = threading.Lock()
@@ -113,11 +120,15 @@ class GatewayListener:
             self._status_task.cancel()
         if self._server is not None:
             self._server.close()
-        for connection in list(self._connections):
-            connection.close()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            connection.close()  # its handler reads the end of the stream and returns
+        handlers = [c.task for c in connections if c.task is not None]
+        if handlers:  # not cancelled: Python 3.11's stream server logs a cancelled handler as an error
+            await asyncio.wait(handlers, timeout=5)
         if self._server is not None:
             await self._server.wait_closed()
-        await asyncio.sleep(0)  # let the handlers see their closed streams
         self._report("stopped")
         self.executor.shutdown(wait=True)
 
@@ -176,18 +187,18 @@ class GatewayListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer_info = writer.get_extra_info("peername")
         peer = str(peer_info[0]) if isinstance(peer_info, tuple) else str(peer_info or "")
-        connection = _Connection(peer, writer, self.clock())
+        connection = _Connection(peer, writer, self.clock(), task=asyncio.current_task())
         self._make_room()
         with self._lock:
             self._connections.add(connection)
         self.counts["connections"] += 1
-        log.info("gateway connection from %s", peer)
+        log.debug("gateway connection from %s", peer)
         try:
             if connection.keepalive.on_connect(self.clock()):
                 self._answer(connection)
             await self._read_lines(reader, connection)
         except (ConnectionError, OSError) as exc:
-            log.info("gateway connection from %s: %s", peer, exc)
+            log.debug("gateway connection from %s: %s", peer, exc)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug here must end one connection, not the listener
@@ -196,8 +207,8 @@ class GatewayListener:
             with self._lock:
                 self._connections.discard(connection)
             connection.close()
-            log.info("gateway connection from %s closed", peer)
-            if connection.gateway_id:  # the status names connected gateways, not every client
+            if connection.gateway_id:  # the status and the log name gateways, not every client
+                log.info("gateway %s (from %s) disconnected", connection.gateway_id, peer)
                 self._report()
 
     def _make_room(self) -> None:
@@ -208,8 +219,10 @@ class GatewayListener:
             victim = min(self._connections, key=lambda c: (c.last_valid, c.opened))
             self._connections.discard(victim)
         self.counts["refused"] += 1
-        log.warning("gateway: %d connections open; closing the one from %s (no valid line for longest)",
-                    self.max_connections, victim.peer)
+        if self.clock() - self._evictions_logged >= 60:  # said once a minute, not once per client
+            self._evictions_logged = self.clock()
+            log.warning("gateway: %d connections open; closing the one from %s, silent longest "
+                        "(%d closed so far)", self.max_connections, victim.peer, self.counts["refused"])
         victim.close()
 
     async def _read_lines(self, reader: asyncio.StreamReader, connection: _Connection) -> None:
@@ -224,8 +237,8 @@ class GatewayListener:
                     return
                 remaining = deadline - self.clock()
                 if remaining <= 0:
-                    log.info("gateway connection from %s: no complete line for %.0f s", connection.peer,
-                             self.idle_seconds)
+                    log.debug("gateway connection from %s: no complete line for %.0f s", connection.peer,
+                              self.idle_seconds)
                     return
                 try:
                     chunk = await asyncio.wait_for(reader.read(READ_CHUNK), remaining)
@@ -282,19 +295,29 @@ class GatewayListener:
     async def _malformed(self, connection: _Connection, raw: bytes, reason: str) -> bool:
         connection.malformed += 1
         self.counts["rejected"] += 1
-        await self._io(self.pipeline.reject, raw, FAMILY, f"gateway:{connection.peer}", f"gateway line: {reason}")
+        if self._keep_reject():
+            await self._io(self.pipeline.reject, raw, FAMILY, f"gateway:{connection.peer}",
+                           f"gateway line: {reason}")
         if connection.malformed >= MAX_MALFORMED:
-            log.warning("gateway connection from %s: %d malformed lines, closing it", connection.peer,
-                        connection.malformed)
+            log.debug("gateway connection from %s: %d malformed lines, closing it", connection.peer,
+                      connection.malformed)
             return False
         return True
+
+    def _keep_reject(self) -> bool:
+        start, kept = self._rejects_window
+        now = self.clock()
+        if now - start >= 60:
+            start, kept = now, 0
+        self._rejects_window = (start, kept + 1)
+        return kept < REJECTS_KEPT_PER_MINUTE
 
     def _answer(self, connection: _Connection) -> None:
         transport = connection.writer.transport
         if transport.is_closing():
             return
         if transport.get_write_buffer_size() > MAX_UNSENT:
-            log.info("gateway connection from %s does not read its answers: closing it", connection.peer)
+            log.debug("gateway connection from %s does not read its answers: closing it", connection.peer)
             connection.close()
             return
         connection.writer.write(protocol.KEEPALIVE.encode("ascii") + b"\r")

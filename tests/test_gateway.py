@@ -254,3 +254,23 @@ def test_port_in_use_is_a_clear_error(tmp_path):
         assert "cannot listen on 127.0.0.1" in thread.error and thread.summary().startswith("error:")
         thread.stop()
         assert store.status()["gateway"][1]["state"].startswith("error: cannot listen")
+
+
+def test_a_flood_of_malformed_lines_costs_at_most_thirty_store_writes_a_minute(tmp_path):
+    from appliance.gateway import REJECTS_KEPT_PER_MINUTE
+
+    async def scenario():
+        async with Harness(tmp_path) as h:
+            for _ in range(5):
+                reader, writer = await asyncio.open_connection("127.0.0.1", h.port)
+                writer.write(b"not a gateway line\r" * 20)
+                await asyncio.wait_for(reader.read(), 10)  # closed after its 20th
+            gateway = h.gateway(1)
+            task = asyncio.create_task(gateway.run())
+            await h.until(lambda: len(h.store.latest()) == 1, what="the gateway's inverter")
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            assert h.listener.counts["rejected"] == 100
+            assert len(h.store.rejected(limit=500)) == REJECTS_KEPT_PER_MINUTE == 30
+            assert h.listener.status()["rejected_lines"] == 100  # all counted in the status
+    run(scenario())
