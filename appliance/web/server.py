@@ -196,7 +196,9 @@ class WebServer(BaseApplication):
             self.on_ready(listening_urls(self.public))
 
     def _post_worker_init(self, worker) -> None:
-        worker.solargw_listeners = start_listeners(worker.wsgi.extensions["solargw"], self.public, self.upstream)
+        services = worker.wsgi.extensions["solargw"]
+        services.publisher  # noqa: B018 - the MQTT publisher connects now, not at the first inverter post
+        worker.solargw_listeners = start_listeners(services, self.public, self.upstream)
 
     def load(self):
         from appliance.web.app import create_app
@@ -207,7 +209,8 @@ class WebServer(BaseApplication):
 
 
 def _close_worker(_arbiter, worker) -> None:
-    """Stop the listeners (queued reports are stored), then close the MQTT publisher and the relay."""
+    """Stop the listeners (queued reports are stored), then close the MQTT publisher and the relay
+    (its last will stays unsent)."""
     listeners = getattr(worker, "solargw_listeners", None)
     if listeners is not None:
         listeners.close()
