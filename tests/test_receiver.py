@@ -25,6 +25,7 @@ from vectors import NEP_BDM400
 
 BDM400 = bytes.fromhex(NEP_BDM400["hex"])
 INVERTER_REQUEST = build_request("www.nepviewer.net", "/i.php", BDM400)
+BIG = 8 << 20
 
 
 class Upstream(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -52,6 +53,8 @@ class UpstreamHandler(socketserver.StreamRequestHandler):
             body += self.request.recv(65536)
         self.server.heads.append(head.decode("latin-1"))
         reply = head + f"\r\nbody={len(body)}".encode()
+        if head.startswith(b"GET /big "):
+            reply = b"x" * BIG
         self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
                              + f"Content-Length: {len(reply)}\r\n\r\n".encode() + reply)
 
@@ -255,3 +258,28 @@ def test_the_ui_server_being_away_is_a_502(front):
     reply, _ = front.exchange(b"GET / HTTP/1.1\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 502")
     assert is_timestamp(front.exchange(INVERTER_REQUEST)[0])  # inverters never notice
+
+
+def test_a_big_response_streams_to_a_slow_reader_and_a_client_that_reads_nothing_is_dropped(front, monkeypatch):
+    monkeypatch.setattr(receiver_module, "WRITE_SECONDS", 1.0)
+    with front.connect() as slow:
+        slow.sendall(b"GET /big HTTP/1.1\r\n\r\n")
+        got = 0
+        while chunk := slow.recv(65536):
+            got += len(chunk)
+            time.sleep(0.001)
+    assert got > BIG
+    started = time.monotonic()
+    with front.connect() as stuck:
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.sendall(b"GET /big HTTP/1.1\r\n\r\n")
+        time.sleep(2.5)  # reads nothing: dropped after WRITE_SECONDS
+        stuck.settimeout(5)
+        got = 0
+        try:
+            while chunk := stuck.recv(1 << 20):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert got < BIG and time.monotonic() - started < 6  # reset, not trickled out of the kernel's buffers
+    assert is_timestamp(front.exchange(INVERTER_REQUEST)[0])
