@@ -13,9 +13,10 @@
   receiver (:mod:`appliance.web.receiver`), which answers inverters itself and passes every
   other request to Flask. They share the worker's :class:`~appliance.web.services.Services`.
 
-Another listener that must run beside the receiver in the web service (the Enecsys
-gateway's port, say) is one more entry in :func:`start_listeners`: an object started on the
-loop (``await thing.start(...)``) and closed there (``await thing.close()``).
+Another asyncio listener that should share the receiver's loop is one more entry in
+:func:`start_listeners`: an object started on the loop (``await thing.start(...)``) and closed
+there (``await thing.close()``). (The Enecsys gateway's listener, :mod:`appliance.gateway`,
+runs a loop of its own, started by ``Services.start_gateway``.)
 """
 from __future__ import annotations
 
