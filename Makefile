@@ -87,12 +87,12 @@ test-image: image
 	$(PYTEST) -m image tests/test_ansible.py tests/test_image.py
 
 # The `ha` tier (as root): a real Home Assistant against the appliance's services. Its release is
-# pinned in tests/ha_rootfs.py (HA_VERSION; or run `make test-ha SOLARGW_HA_VERSION=x.y.z`), installed
+# pinned in tests/support/ha_rootfs.py (HA_VERSION; or run `make test-ha SOLARGW_HA_VERSION=x.y.z`), installed
 # in a Debian root file system cached in $(SOLARGW_HA_CACHE), outside the repo.
 SOLARGW_HA_CACHE ?= /var/cache/solargw-ha
 export SOLARGW_HA_CACHE
 ha-rootfs: deps
-	$(PY) tests/ha_rootfs.py
+	$(PY) tests/support/ha_rootfs.py
 
 test-ha: ha-rootfs
 	$(PYTEST) -m ha

@@ -3,7 +3,7 @@
 - building one inverter's discovery config and state (pure, per call);
 - what ``publish()`` costs its caller (the ingest path), per call;
 - readings per second from ``publish()`` to a real subscriber on a local mosquitto
-  (started with ``tests/brokers.py``), and the publisher's resident memory growth.
+  (started with ``tests/support/brokers.py``), and the publisher's resident memory growth.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from appliance.protocols import enecsys
 from appliance.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from brokers import mosquitto  # noqa: E402
+from support.brokers import mosquitto  # noqa: E402
 
 SERIAL = 100095471
 

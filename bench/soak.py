@@ -39,7 +39,7 @@ from appliance.protocols.nep import build_request
 from appliance.sim import nep_inverters
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from brokers import mosquitto  # noqa: E402
+from support.brokers import mosquitto  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 NOON = datetime.now().replace(hour=12, minute=0, second=0, microsecond=0)

@@ -1,4 +1,4 @@
-"""Shared test hygiene."""
+"""Shared fixtures and test hygiene; the helper modules are in ``support/``."""
 from __future__ import annotations
 
 import os
@@ -6,10 +6,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from appliance import __version__
+from appliance.settings import Settings, save
+from appliance.store import Store
+from appliance.web.app import create_app
+from support import firmware_images
+from support.brokers import Broker, mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = REPO / "build" / f"solargw-{__version__}-arm64.img"
@@ -28,6 +34,51 @@ def _restore_local_time_zone():
         else:
             os.environ["TZ"] = before
         time.tzset()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Default settings with the data directory in ``tmp_path`` and MQTT off. A module that needs
+    more overrides this fixture, asking for it by name: ``def settings(settings): ...``."""
+    settings = Settings()
+    settings.data.dir = str(tmp_path / "data")
+    settings.mqtt.enabled = False
+    return settings
+
+
+@pytest.fixture
+def settings_file(settings: Settings, tmp_path: Path) -> Path:
+    """:func:`settings`, saved as ``tmp_path/solargw.toml``."""
+    path = tmp_path / "solargw.toml"
+    save(settings, path)
+    return path
+
+
+@pytest.fixture
+def store(settings: Settings) -> Store:
+    """The store in :func:`settings`' data directory."""
+    return Store(settings.data_dir)
+
+
+@pytest.fixture
+def client(settings: Settings, store: Store):
+    """The web app on :func:`settings` and :func:`store`, through Flask's test client."""
+    app = create_app(settings, store)
+    app.config["TESTING"] = True
+    return app.test_client()
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    """A real mosquitto on a free loopback port, anonymous, without TLS."""
+    with mosquitto() as running:
+        yield running
+
+
+@pytest.fixture
+def good_hex(tmp_path: Path) -> Path:
+    """A synthetic coordinator image that ``solargw firmware check`` calls good for Enecsys."""
+    return firmware_images.write(tmp_path / "good.hex", firmware_images.make_image())
 
 
 def newest_image_source() -> float:

@@ -38,7 +38,7 @@ import requests
 
 from appliance.protocols.nep import build_request
 from appliance.sim import nep_inverters
-from server import RunningWeb, running_web, start_web
+from support.web_service import RunningWeb, running_web, start_web
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -401,7 +401,7 @@ def test_kill_9_of_the_worker_and_of_the_whole_service_under_load(tmp_path):
 # --- the broker goes away ----------------------------------------------------------------------------
 
 def test_a_broker_outage_loses_nothing_and_is_republished(tmp_path):
-    from brokers import mosquitto, wait_for
+    from support.brokers import mosquitto
     import json
 
     with mosquitto() as broker:

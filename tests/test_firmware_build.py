@@ -87,7 +87,7 @@ CCFG.levelBootloaderBackdoor  = "Active low";
 FAKE_ECLIPSE = r'''#!{python}
 import pathlib, re, shutil, subprocess, sys
 sys.path.insert(0, {tests!r})
-import firmware_images as fi
+from support import firmware_images as fi
 
 args = sys.argv[1:]
 opt = lambda name: args[args.index(name) + 1]

@@ -18,7 +18,8 @@ from appliance.reading import FrameError
 from appliance.sim.enecsys_gateway import SimulatedGateway
 from appliance.sim.sun import SimClock
 from appliance.store import Store
-from vectors import ENECSYS_GATEWAY_KEEPALIVE, ENECSYS_GATEWAY_LINES, ENECSYS_WS_LINE
+from support.vectors import ENECSYS_GATEWAY_KEEPALIVE, ENECSYS_GATEWAY_LINES, ENECSYS_WS_LINE
+from support.waiting import until
 
 # --- the lines ----------------------------------------------------------------------------------
 
@@ -140,12 +141,6 @@ class Harness:
         return SimulatedGateway("127.0.0.1", self.port, [100036587, 120069930][:count],
                                 clock=SimClock.at(12.0), **options)
 
-    async def until(self, predicate, timeout: float = 10.0, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.02)
 
 
 def run(coroutine):
@@ -175,12 +170,12 @@ def test_a_simulated_gateway_reports_its_inverters_and_is_answered(tmp_path):
         async with Harness(tmp_path) as h:
             gateway = h.gateway(2)
             task = asyncio.create_task(gateway.run())
-            await h.until(lambda: len(h.store.latest()) == 2, what="two inverters")
-            await h.until(lambda: gateway.stats.reports_sent >= 6, what="three rounds")
+            await until(lambda: len(h.store.latest()) == 2, what="two inverters")
+            await until(lambda: gateway.stats.reports_sent >= 6, what="three rounds")
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            await h.until(lambda: h.listener.counts["reports"] == gateway.stats.reports_sent, what="all counted")
-            await h.until(lambda: latest_is_last_sent(h.store, gateway), what="the last lines stored")
+            await until(lambda: h.listener.counts["reports"] == gateway.stats.reports_sent, what="all counted")
+            await until(lambda: latest_is_last_sent(h.store, gateway), what="the last lines stored")
             assert_matches_sent(h.store, gateway)
             info = {i.serial: i for i in h.store.inverters()}
             assert set(info) == {"100036587", "120069930"} and info["100036587"].family == "enecsys"
@@ -203,7 +198,7 @@ def test_stalled_and_garbage_clients_do_not_hold_up_the_gateway(tmp_path):
             gateway = h.gateway(2)
             task = asyncio.create_task(gateway.run())
             started = time.monotonic()
-            await h.until(lambda: len(h.store.latest()) == 2, what="the gateway's inverters")
+            await until(lambda: len(h.store.latest()) == 2, what="the gateway's inverters")
             assert time.monotonic() - started < 3  # not after the stalled clients' deadline
             for reader, _ in stalled:  # closed by the read deadline
                 assert await asyncio.wait_for(reader.read(), 5) == protocol.KEEPALIVE.encode() + b"\r"
@@ -222,14 +217,14 @@ def test_a_full_house_of_silent_clients_makes_room_for_the_gateway(tmp_path):
     async def scenario():
         async with Harness(tmp_path, max_connections=4) as h:
             silent = [await asyncio.open_connection("127.0.0.1", h.port) for _ in range(4)]
-            await h.until(lambda: h.listener.counts["connections"] == 4, what="four connections")
+            await until(lambda: h.listener.counts["connections"] == 4, what="four connections")
             gateway = h.gateway(1)
             task = asyncio.create_task(gateway.run())
-            await h.until(lambda: len(h.store.latest()) == 1, what="the gateway's inverter")
+            await until(lambda: len(h.store.latest()) == 1, what="the gateway's inverter")
             five = await asyncio.open_connection("127.0.0.1", h.port)  # one more silent client
             await asyncio.sleep(0.3)
             before = gateway.stats.reports_sent
-            await h.until(lambda: gateway.stats.reports_sent > before + 2, what="more reports")
+            await until(lambda: gateway.stats.reports_sent > before + 2, what="more reports")
             assert gateway.stats.connects == 1  # the talking gateway kept its place
             assert h.listener.counts["refused"] == 2
             task.cancel()
@@ -275,7 +270,7 @@ def test_a_flood_of_malformed_lines_costs_at_most_thirty_store_writes_a_minute(t
                 await asyncio.wait_for(reader.read(), 10)  # closed after its 20th
             gateway = h.gateway(1)
             task = asyncio.create_task(gateway.run())
-            await h.until(lambda: len(h.store.latest()) == 1, what="the gateway's inverter")
+            await until(lambda: len(h.store.latest()) == 1, what="the gateway's inverter")
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             assert h.listener.counts["rejected"] == 100

@@ -1,4 +1,4 @@
-"""A real Home Assistant (the release pinned in ``tests/ha_rootfs.py``) against the appliance.
+"""A real Home Assistant (the release pinned in ``tests/support/ha_rootfs.py``) against the appliance.
 
 One module-wide set-up: mosquitto, Home Assistant with its MQTT integration added through the
 config flow, and the appliance as its command line runs it: ``solargw web``, ``solargw zigbee``
@@ -36,10 +36,12 @@ from urllib.parse import quote
 
 import pytest
 
-import ha_rootfs
-from brokers import HOST, Broker, MessageLog, free_port, mosquitto
-from ha_server import HomeAssistant, LogRecord, home_assistant
-from server import RunningWeb, start_web
+from support import ha_rootfs
+from support.brokers import Broker, MessageLog, mosquitto
+from support.ha_server import HomeAssistant, LogRecord, home_assistant
+from support.ports import HOST, free_port
+from support.waiting import wait_for
+from support.web_service import RunningWeb, start_web
 
 pytestmark = [
     pytest.mark.ha,
@@ -67,16 +69,18 @@ def wait_until(check: Callable[[], list[str]], timeout: float, what: str,
                context: Callable[[], str] = lambda: "") -> None:
     """Poll ``check`` (a list of differences) until it returns none; fail with the last ones
     (and ``context()``, e.g. what Home Assistant logged)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        differences = check()
-        if not differences:
-            return
-        if time.monotonic() > deadline:
-            shown = "\n  ".join(differences[:40])
-            more = f"\n  ... and {len(differences) - 40} more" if len(differences) > 40 else ""
-            pytest.fail(f"{what} within {timeout:.0f} s; still:\n  {shown}{more}{context()}")
-        time.sleep(2)
+    differences: list[str] = []
+
+    def settled() -> bool:
+        differences[:] = check()
+        return not differences
+
+    try:
+        wait_for(settled, timeout, what, interval=2)
+    except AssertionError:
+        shown = "\n  ".join(differences[:40])
+        more = f"\n  ... and {len(differences) - 40} more" if len(differences) > 40 else ""
+        pytest.fail(f"{what} within {timeout:.0f} s; still:\n  {shown}{more}{context()}")
 
 
 # -- the appliance, as its command line runs it -----------------------------------------------------

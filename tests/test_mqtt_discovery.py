@@ -12,7 +12,7 @@ from appliance.mqtt import discovery as ha
 from appliance.mqtt.publisher import _dumps
 from appliance.protocols import enecsys, nep
 from appliance.reading import STATES
-from vectors import NEP_BDM800
+from support.vectors import NEP_BDM800
 
 TOPICS = ha.Topics("homeassistant", "solargw", "web")
 ENECSYS_REPORT = "5700ef55f705009ac63421010000000214300388000034002c034e3100f32002030543000049"

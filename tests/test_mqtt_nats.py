@@ -11,15 +11,15 @@ import pytest
 from appliance.mqtt import make_publisher
 from appliance.pipeline import Pipeline
 from appliance.store import Store
-from brokers import nats
-from test_mqtt_broker import NEP_CONFIG, NEP_STATE, enecsys_frame, make_settings, nep_frame
+from support.brokers import nats
+from support.mqtt import NEP_CONFIG, NEP_STATE, broker_settings, enecsys_frame, nep_frame
 
 pytestmark = pytest.mark.slow
 
 
 def test_publisher_works_against_nats_mqtt(tmp_path):
     with nats() as broker:
-        settings = make_settings(broker, tmp_path, seed_compat=True)
+        settings = broker_settings(broker, tmp_path, seed_compat=True)
         with broker.subscribe("homeassistant/#", "solargw/#") as log:
             publisher = make_publisher(settings, "web", config_settle=0.2, republish_delay=(0.2, 0.4))
             try:

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from support.processes import stop
+from support.waiting import wait_for
+
 HERE = Path(__file__).resolve()
 PYTHON = sys.executable
 SOLARGW = str(Path(PYTHON).with_name("solargw"))
@@ -60,17 +63,6 @@ pytestmark = [
 
 def sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
 
 
 class Topology:
@@ -127,13 +119,7 @@ class Topology:
 
     def teardown(self) -> None:
         for process in reversed(self.processes):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop(process)
         # a dnsmasq orphaned by a failing test still holds the namespace's sockets
         pid_file = self.tmp / "run" / "dnsmasq.pid"
         if pid_file.exists():

@@ -1,5 +1,5 @@
 """PVOutput upload: the pure request building and aggregation, then the uploader against a local
-fake PVOutput (tests/fake_pvoutput.py) on simulated time: upload, backfill after an outage,
+fake PVOutput (tests/support/fake_pvoutput.py) on simulated time: upload, backfill after an outage,
 restart with a queue, rate limits, a bad key, refused statuses, retries that count nothing twice."""
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from appliance.pvoutput.uploader import Uploader
 from appliance.reading import EnergyCounter, Reading
 from appliance.settings import Settings, apply_timezone, from_dict
 from appliance.store import Store
-from fake_pvoutput import FakePVOutput, SimClock
+from support.clock import ManualClock
+from support.fake_pvoutput import FakePVOutput
 
 TZ = ZoneInfo("Europe/Berlin")
 SYSTEM = 4321
@@ -50,7 +51,7 @@ def settings_for(fake: FakePVOutput, **pvoutput) -> Settings:
 
 @pytest.fixture
 def clock():
-    return SimClock(at(6))
+    return ManualClock(at(6))
 
 
 @pytest.fixture
@@ -201,7 +202,7 @@ class Plant:
 
     INVERTERS = (("N1", "daily", 400.0), ("N2", "daily", 300.0), ("E1", "lifetime", 220.0))
 
-    def __init__(self, store: Store, clock: SimClock):
+    def __init__(self, store: Store, clock: ManualClock):
         self.store, self.clock = store, clock
         self.energy = {serial: (0.0 if kind == "daily" else 2_000_000.0) for serial, kind, _ in self.INVERTERS}
         self.power_log: dict[float, float] = {}
@@ -225,7 +226,7 @@ class Plant:
         self.last = now
 
 
-def run(up: Uploader, plant: Plant | None, clock: SimClock, until: float, fake: FakePVOutput | None = None,
+def run(up: Uploader, plant: Plant | None, clock: ManualClock, until: float, fake: FakePVOutput | None = None,
         outage: tuple[float, float] | None = None) -> None:
     """Advance simulated time to ``until``: the plant reports every minute, the uploader runs when due."""
     next_report = clock.now
@@ -388,7 +389,7 @@ def test_a_refused_batch_is_sent_again_one_status_at_a_time(fake, store, clock):
         original(fields, now)
         if int(fields.get("v2") or 0) > 5000:
             raise type_refused(400, moon)
-    from fake_pvoutput import Refused as type_refused
+    from support.fake_pvoutput import Refused as type_refused
     fake._check = check
     up = Uploader(settings_for(fake), store, clock=clock)
     run(up, None, clock, clock.now + 60)

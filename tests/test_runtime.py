@@ -11,16 +11,7 @@ import pytest
 from appliance.runtime import PublisherHolder, SettingsFollower, StatusReporter
 from appliance.settings import Settings, SettingsError, load, save
 from appliance.store import Store
-
-
-@pytest.fixture
-def settings_file(tmp_path: Path) -> Path:
-    settings = Settings()
-    settings.data.dir = str(tmp_path / "data")
-    settings.mqtt.enabled = False
-    path = tmp_path / "solargw.toml"
-    save(settings, path)
-    return path
+from support.clock import ManualClock
 
 
 def rewrite(path: Path, **changes) -> None:
@@ -278,7 +269,7 @@ def test_holder_mqtt_off_is_no_publisher():
 
 @pytest.mark.slow
 def test_holder_moves_a_real_publisher_to_another_broker(tmp_path):
-    from brokers import mosquitto
+    from support.brokers import mosquitto
 
     from appliance.mqtt import make_publisher
 
@@ -300,17 +291,9 @@ def test_holder_moves_a_real_publisher_to_another_broker(tmp_path):
 
 # --- StatusReporter ---------------------------------------------------------------------------
 
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
 def test_reporter_writes_changes_and_a_heartbeat(tmp_path):
     store = Store(tmp_path)
-    clock = Clock()
+    clock = ManualClock()
     reporter = StatusReporter("net", store, heartbeat=60, clock=clock)
     assert reporter.report({"state": "running"}) is True
     written_at = store.status()["net"][0]
@@ -331,7 +314,7 @@ def test_reporter_writes_changes_and_a_heartbeat(tmp_path):
 def test_reporter_store_may_be_chosen_per_write(tmp_path):
     stores = [Store(tmp_path / "a"), Store(tmp_path / "b")]
     current = [stores[0]]
-    reporter = StatusReporter("net", lambda: current[0], heartbeat=60, clock=Clock())
+    reporter = StatusReporter("net", lambda: current[0], heartbeat=60, clock=ManualClock())
     reporter.report({"state": "running"})
     current[0] = stores[1]
     reporter.report({"state": "stopped"})
@@ -350,7 +333,7 @@ class FullDisk:
 
 def test_reporter_failing_store_is_logged_once_and_retried(tmp_path, caplog):
     published = []
-    reporter = StatusReporter("zigbee", FullDisk(), publish=published.append, heartbeat=60, clock=Clock())
+    reporter = StatusReporter("zigbee", FullDisk(), publish=published.append, heartbeat=60, clock=ManualClock())
     for _ in range(3):
         assert reporter.report({"state": "running"}) is False
     assert sum("cannot write the zigbee status" in r.getMessage() for r in caplog.records) == 1

@@ -3,7 +3,6 @@ password or the access point's passphrase, and the repair paths (the web UI, the
 file) work on it. Unit tests of :mod:`appliance.settings.recovery`, then the real processes."""
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -14,11 +13,11 @@ from werkzeug.security import generate_password_hash
 from appliance.firstboot import FirstBoot
 from appliance.settings import Settings, keep_broken, last_good_path, load, load_recovering, save, save_sections
 from appliance.sim import nep_inverters
-from server import running_web, start_web
-from vectors import NEP_BDM400
+from support.vectors import NEP_BDM400
+from support.web_service import running_web, start_web
+from support.webui import PASSWORD, csrf
 
 BDM400 = bytes.fromhex(NEP_BDM400["hex"])
-PASSWORD = "correct horse battery"
 BROKEN = {
     "not TOML": (b"[web\nport = 8080\n", "at the end of a table declaration"),
     "not UTF-8": (b'[access_point]\nssid = "caf\xe9"\n', "not UTF-8 text (byte 26)"),
@@ -163,10 +162,6 @@ def assert_ingest_answers(web, source_count: int) -> None:
     reply = nep_inverters.post(web.url, "/i.php", BDM400)
     assert reply.status == 200 and len(reply.body) == 14 and reply.body.isdigit()
     assert web.store().counters()[("readings_recorded", "nep")] == source_count
-
-
-def csrf(page: bytes) -> str:
-    return re.search(rb'name="csrf_token" value="([^"]+)"', page).group(1).decode()
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 
 from appliance.pipeline import Pipeline
 from appliance.store import REJECTED_KEPT, Store, StoreError
-from factories import enecsys_reading, nep_reading
+from support.readings import enecsys_reading, nep_reading
 
 # An hour ago, but never before today's local midnight: "energy today" must see these readings.
 T0 = max(time.time() - 3600, datetime.combine(date.today(), datetime.min.time()).timestamp() + 1)

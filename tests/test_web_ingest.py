@@ -7,19 +7,17 @@ import socket
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings as settings_profile, strategies as st
 
-from appliance.settings import Settings
 from appliance.sim import nep_inverters
-from appliance.store import Store
 from appliance.web import ingest
 from appliance.web.app import create_app
-from server import running_web
-from vectors import NEP_BDM400, NEP_BDM800, NEP_BDM1200_T, NEP_SEED_EXAMPLE_TEMPLATE
+from support.ports import free_port
+from support.vectors import NEP_BDM400, NEP_BDM800, NEP_BDM1200_T, NEP_SEED_EXAMPLE_TEMPLATE
+from support.web_service import running_web
 
 VECTORS = [NEP_BDM400, NEP_BDM800, NEP_BDM1200_T]
 BDM400 = bytes.fromhex(NEP_BDM400["hex"])
@@ -50,14 +48,6 @@ def assert_timestamp_reply(status: int, content_type: str, body: bytes, before: 
     assert int(before) - 1 <= stamp <= after + 1
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    settings = Settings()
-    settings.data.dir = str(tmp_path / "data")
-    settings.mqtt.enabled = False
-    return settings
-
-
 class RecordingPublisher:
     """Stands in for the MQTT publisher (tested in its own issue): records what it is given."""
 
@@ -80,18 +70,6 @@ class RecordingPublisher:
 
     def remove(self, serial) -> None: ...
     def close(self) -> None: ...
-
-
-@pytest.fixture
-def store(settings: Settings) -> Store:
-    return Store(settings.data_dir)
-
-
-@pytest.fixture
-def client(settings: Settings, store: Store):
-    app = create_app(settings, store)
-    app.config["TESTING"] = True
-    return app.test_client()
 
 
 def post(client, path: str, body: bytes):
@@ -319,11 +297,6 @@ def test_gunicorn_answers_concurrent_inverters(tmp_path):
 
 # --- the command ------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_the_seed_servers_environment_variables_choose_where_it_listens(tmp_path):
     port = free_port()
@@ -354,7 +327,7 @@ def test_web_says_clearly_when_the_port_is_taken(tmp_path):
 
 @pytest.mark.slow
 def test_readings_reach_mqtt_from_the_gunicorn_worker(tmp_path):
-    from brokers import mosquitto
+    from support.brokers import mosquitto
 
     with mosquitto() as broker, broker.subscribe("solargw/#") as messages:
         env = {"NEP_MQTT_ADDR": "127.0.0.1", "NEP_MQTT_PORT": str(broker.port)}  # the seed's variables

@@ -25,18 +25,12 @@ from appliance.sim.zstack.air import RadioConditions
 from appliance.sim.zstack.coordinator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator, FirmwareVersion
 from appliance.store import Store
 from appliance.zigbee.service import ZigbeeService
-from brokers import free_port, mosquitto
-from vectors import CAPTURE_JOIN
+from support.brokers import mosquitto
+from support.ports import free_port
+from support.vectors import CAPTURE_JOIN
+from support.waiting import until
 
 SERIALS = [100095471, 100012445, 100048236, 100048590]
-
-
-async def until(predicate, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def service_settings(tmp_path: Path, device: str, broker=None, channel: int = 13):
@@ -550,7 +544,7 @@ def test_the_real_capture_replayed_through_solargw_zigbee_ends_in_data_json(tmp_
 
     The speed stays near real time: the capture's lifetime counter moves 145 Wh in 100 s, and the
     ledger takes a step only if an inverter could have produced it in the time that passed."""
-    from server import running_web
+    from support.web_service import running_web
 
     port = free_port()
     solargw = [sys.executable, "-m", "appliance"]
