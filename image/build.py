@@ -349,7 +349,10 @@ def finalize(root: Path) -> None:
     # Per-device state is created at first boot, never shared between cards.
     for key in root.glob("etc/ssh/ssh_host_*"):
         key.unlink()
-    (root / "etc/machine-id").write_text("uninitialized\n")
+    # Empty, not "uninitialized": systemd then generates the card's own ID at boot (committed by
+    # systemd-machine-id-commit) without entering "first boot", whose preset-all would enable
+    # every unit the playbook left disabled (apt's timers, ssh, hostapd at every boot).
+    (root / "etc/machine-id").write_text("")
     (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
     for path in ("var/lib/apt/lists", "var/cache/apt/archives", "tmp", "var/tmp", "root/.ansible"):
         target = root / path
