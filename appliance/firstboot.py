@@ -209,6 +209,10 @@ class FirstBoot:
         if self.settings_path.exists():  # what the services fall back on if the file breaks later
             settings_mod.keep_last_good(self.settings_path, self.settings_path.read_bytes())
         if data and (sections or own):
+            # The image's root file system commits its journal only every 10 minutes
+            # (commit=600, image/build.py): what was applied must be on the card before the
+            # boot partition's copy loses its secrets, or a power cut could lose both.
+            os.sync()
             when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
             _write_atomic(boot_file, scrub(text, _secret_values(data), when))
             result.boot_file_scrubbed = True
