@@ -298,3 +298,84 @@ def test_virt_wifi_firmware_for_every_model(virt):
     script = "; ".join(f"test -s '/usr/lib/firmware/brcm/{name}' || echo '{name}'" for name in names)
     missing = virt.ssh(script).stdout.decode().split()
     assert missing == [], f"Wi-Fi firmware missing: {missing}"
+
+
+# -- the SD card's write budget: what the system itself writes (after the tests above, so the
+# Wi-Fi test's hostapd has run and every service has had its chance to write) ---------------
+
+def test_virt_root_mount_spares_the_card(virt):
+    options = virt.ssh("findmnt -n -o OPTIONS /").stdout.decode().strip().split(",")
+    assert "noatime" in options and "commit=600" in options, options
+    assert virt.ssh("findmnt -n -o FSTYPE /tmp").stdout.decode().strip() == "tmpfs"
+
+
+def test_virt_first_boot_keeps_the_playbooks_unit_choices(virt):
+    """The card's first boot is not systemd's "first boot", whose preset-all would enable every
+    unit the playbook left disabled: apt's timers stay off (no daily list downloads to the card),
+    hostapd starts only when its Wi-Fi device appears."""
+    states = virt.ssh("systemctl is-enabled apt-daily.timer apt-daily-upgrade.timer", check=False)
+    assert states.stdout.decode().split() == ["disabled", "disabled"]
+    wanted = virt.ssh("ls /etc/systemd/system/multi-user.target.wants/").stdout.decode().split()
+    assert "hostapd.service" not in wanted and "solargw-web.service" in wanted, wanted
+    first_boot = virt.ssh("journalctl -b -o cat | grep -c 'Detected first boot'", check=False)
+    assert first_boot.stdout.decode().strip() == "0"
+
+
+def test_virt_logs_stay_in_ram(virt):
+    """The journal is in /run, no syslog daemon is installed, and no log under /var/log grew
+    since boot (mosquitto's own log file included: its log goes to the journal). Login
+    accounting (wtmp: a record per boot, shutdown and login) is not a log that grows by itself."""
+    journal = virt.ssh("journalctl --header | sed -n 's/^ *File path: //p'").stdout.decode().split()
+    assert journal and all(path.startswith("/run/log/journal/") for path in journal), journal
+    installed = virt.ssh("dpkg-query -W -f '${db:Status-Abbrev} ${Package}\\n'").stdout.decode()
+    syslogs = {"rsyslog", "syslog-ng", "busybox-syslogd", "inetutils-syslogd", "logrotate"}
+    assert {line.split()[-1] for line in installed.splitlines() if line.startswith("ii")} & syslogs == set()
+    grown = virt.ssh("find /var/log -type f -size +0 -newermt @$(awk '/^btime/{print $2}' /proc/stat) "
+                     "! -name wtmp ! -name btmp ! -name lastlog")
+    assert grown.stdout.decode().split() == []
+
+
+# journald's "Suppressed N messages from <unit>" (SD_MESSAGE_JOURNAL_DROPPED).
+JOURNAL_DROPPED = "MESSAGE_ID=a596d6fe7bfa4994828e72309e95d61e"
+
+
+def test_virt_journal_rate_limits_a_flooding_service(virt):
+    """10,000 lines at once from one service: journald keeps its burst (1000 per 30 s, doubled
+    for the free space it has) and, at the service's first line after the interval, says how many
+    it dropped. journald's settings are the appliance's, not Debian's syslog forwarding."""
+    config = virt.ssh("systemd-analyze cat-config systemd/journald.conf").stdout.decode()
+    assert re.findall(r"^ForwardToSyslog=(\w+)", config, re.MULTILINE)[-1] == "no", config
+    virt.ssh("systemd-run --unit=solargw-flood-test --wait --quiet sh -c "
+             "'seq 10000 | sed s/^/flood-line-/; sleep 35; echo after-the-interval'", timeout=300)
+    kept = virt.ssh("journalctl -b -o cat -u solargw-flood-test | grep -c flood-line-", check=False)
+    assert 500 < int(kept.stdout.decode()) < 3000, kept.stdout
+    dropped = virt.ssh(f"journalctl -b -o cat {JOURNAL_DROPPED}").stdout.decode()
+    assert re.search(r"Suppressed \d+ messages from solargw-flood-test\.service", dropped), dropped
+
+
+def test_virt_mosquitto_keeps_nothing_on_the_card(virt):
+    """Debian's mosquitto saves its whole database at every stop and every 30 minutes;
+    the appliance's runs with persistence off."""
+    virt.ssh("systemctl restart mosquitto.service")
+    assert virt.ssh("ls -A /var/lib/mosquitto").stdout.decode().split() == []
+    assert virt.ssh("systemctl is-active mosquitto.service", check=False).stdout.decode().strip() == "active"
+    log = virt.ssh("journalctl -b -o cat -u mosquitto.service").stdout.decode()
+    assert re.search(r"mosquitto version \S+ running", log), log[-2000:]
+
+
+def test_virt_run_dir_is_shared_by_every_service(virt):
+    """/run/solargw (tmpfs) is group solargw, set-group-ID, and each service can write to it from
+    inside its own sandbox, as its own user, whatever order they started in."""
+    assert virt.ssh("stat -c '%U %G %a' /run/solargw").stdout.decode().strip() == "root solargw 2770"
+    for unit in ("solargw-web", "solargw-zigbee", "solargw-net"):
+        pid = virt.ssh(f"systemctl show -p MainPID --value {unit}.service").stdout.decode().strip()
+        user = virt.ssh(f"stat -c %U /proc/{pid}").stdout.decode().strip()
+        enter = f"nsenter -t {pid} -m -S $(id -u {user}) -G $(id -g {user}) --"
+        probe = f"/run/solargw/.probe-{unit}"
+        virt.ssh(f"{enter} sh -c 'echo ok > {probe}'")
+        assert virt.ssh(f"stat -c '%G %s' {probe} && rm {probe}").stdout.decode().split() == ["solargw", "3"]
+        if unit == "solargw-zigbee":
+            # The same way in, the settings directory user solargw owns but the Zigbee service may
+            # not write (not among its ReadWritePaths) is refused: the probes went through the sandbox.
+            refused = virt.ssh(f"{enter} sh -c 'echo no > /etc/solargw/.probe'", check=False)
+            assert refused.returncode != 0 and b"Read-only file system" in refused.stderr, refused

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from appliance import settings as settings_module
+from appliance.atomic import write_atomic
 from appliance.cli import CommandError, load_service_settings
 from appliance.net import clients
 from appliance.net.addressing import NetConfigError
 from appliance.net.plan import CONFIGS, RUN_DIR, RuntimePaths, render_config, with_interface
 from appliance.net.resolvers import RESOLV_CONF
-
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -91,11 +90,7 @@ def run_render(args: argparse.Namespace) -> int:
         return 0
     try:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.output.with_name(args.output.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, args.output)
+        write_atomic(args.output, text, 0o600)
     except OSError as exc:
         raise CommandError(f"cannot write {args.output}: {exc.strerror}") from None
     return 0

@@ -24,9 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from appliance.atomic import write_atomic
 from appliance.settings.model import Settings, SettingsError, from_dict
 from appliance.settings.rules import require_valid, validate
-from appliance.settings.storage import _apply_environment, parse, read_file, settings_path
+from appliance.settings.storage import (
+    _apply_environment,
+    parse,
+    read_file,
+    settings_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +74,10 @@ def keep_last_good(path: Path, data: bytes | None) -> bool:
             return False
     except OSError:
         pass
-    tmp = copy.with_name(copy.name + ".tmp")
     try:
-        st = os.stat(path)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-            os.fchmod(handle.fileno(), st.st_mode & 0o777)
-            if os.geteuid() == 0:
-                os.fchown(handle.fileno(), st.st_uid, st.st_gid)
-        os.replace(tmp, copy)
+        write_atomic(copy, data, owner_of=path)
     except OSError as exc:
         log.debug("cannot keep %s: %s", copy, exc)
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
         return False
     return True
 

@@ -15,6 +15,7 @@ from typing import Mapping
 
 import tomli_w
 
+from appliance.atomic import write_atomic
 from appliance.settings.model import Settings, SettingsError, from_dict
 from appliance.settings.rules import require_valid
 
@@ -104,11 +105,5 @@ def save(settings: Settings, path: Path | str | None = None) -> Path:
     """Write the file atomically (mode 0600: it holds secrets)."""
     path = Path(path or settings.path or settings_path())
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        tomli_w.dump(settings.to_dict(), handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, tomli_w.dumps(settings.to_dict()), 0o600)
     return path

@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import secrets
 import threading
 import time
 from pathlib import Path
 from typing import Callable
+
+from appliance.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,8 @@ class Sessions:
             return {}
 
     def _write(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self._started, handle)
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(self._started), 0o600)
         except OSError as exc:  # sessions then last until the worker restarts
             log.warning("cannot save the sessions to %s: %s", self.path, exc.strerror or exc)
 
