@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from brokers import free_port, wait_for
+from support.ports import free_port
+from support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 ROLES = REPO / "ansible" / "roles"
