@@ -16,7 +16,7 @@ from pathlib import Path
 
 from appliance import settings as settings_module
 from appliance.cli import CommandError, load_settings
-from appliance.net import clients, hostapd, wpa
+from appliance.net import clients, hostapd, upstream, wpa
 from appliance.net.addressing import NetConfigError
 from appliance.net.plan import RUN_DIR, RuntimePaths, build, with_interface
 from appliance.net.resolvers import RESOLV_CONF
@@ -81,9 +81,9 @@ def _paths(args: argparse.Namespace) -> RuntimePaths:
 
 def render_text(config: str, settings: settings_module.Settings, paths: RuntimePaths) -> str:
     if config == "hostapd":
-        return hostapd.render(settings.access_point)
+        return hostapd.render(settings.access_point, channel=upstream.held_channel(settings))
     if config == "wpa_supplicant":
-        return wpa.render(settings)
+        return wpa.render(settings, paths.run_dir / "wpa_supplicant")
     plan = build(settings, paths)
     return plan.dnsmasq_conf if config == "dnsmasq" else plan.ruleset
 

@@ -1,12 +1,23 @@
-"""hostapd configuration for the inverters' access point: WPA2-PSK only (the inverters' old Wi-Fi
-modules do not do WPA3), 2.4 GHz only, stations isolated from each other."""
+"""hostapd for the inverters' access point: its configuration (WPA2-PSK only, the inverters' old
+Wi-Fi modules do not do WPA3; 2.4 GHz only; stations isolated from each other), and moving the
+running access point to another channel (when it follows the upstream Wi-Fi's home network)."""
 from __future__ import annotations
 
+import logging
 import re
+from pathlib import Path
 
+from appliance.net import ctrl
 from appliance.net.addressing import NetConfigError, check_interface_name
+from appliance.net.follow import channel_of
 from appliance.net.wifi import check_passphrase, check_ssid, psk, ssid_line
 from appliance.settings import AccessPointSettings
+
+log = logging.getLogger(__name__)
+
+CTRL_DIR = Path("/run/hostapd")
+CSA_BEACONS = 5
+"""How many beacons announce a channel switch before it happens (0.5 s at 100 TU)."""
 
 _COUNTRY = re.compile(r"[A-Z]{2}")
 
@@ -21,8 +32,9 @@ def check_channel(channel: int, country: str) -> int:
     return channel
 
 
-def render(ap: AccessPointSettings) -> str:
-    """The hostapd.conf text; ``NetConfigError`` names the bad setting."""
+def render(ap: AccessPointSettings, channel: int | None = None) -> str:
+    """The hostapd.conf text; ``NetConfigError`` names the bad setting. ``channel`` overrides
+    ``ap.channel`` (the channel the radio is held on by the upstream Wi-Fi)."""
     interface = check_interface_name(ap.interface, "[access_point] interface")
     ssid = check_ssid(ap.ssid, "[access_point] ssid")
     if not ap.passphrase:
@@ -33,12 +45,12 @@ def render(ap: AccessPointSettings) -> str:
         raise NetConfigError(
             f"[access_point] country: {ap.country!r} is not a two-letter ISO 3166 country code"
         )
-    channel = check_channel(ap.channel, country)
+    channel = check_channel(ap.channel if channel is None else channel, country)
     lines = [
         "# Rendered by solargw (solargw net render hostapd); edits are overwritten.",
         f"interface={interface}",
         "driver=nl80211",
-        "ctrl_interface=/run/hostapd",
+        f"ctrl_interface={CTRL_DIR}",
         "ctrl_interface_group=0",
     ]
     value = ssid_line(ssid, quoted=False)
@@ -64,3 +76,29 @@ def render(ap: AccessPointSettings) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def switch_channel(interface: str, freq: int, ctrl_dir: Path = CTRL_DIR) -> str:
+    """Move the running access point on ``interface`` to ``freq`` (MHz, 2.4 GHz). Announced in
+    its beacons (CSA: the inverters follow without leaving) where the driver can; else hostapd
+    restarts the access point on the new channel (the inverters associate again, as after any
+    outage). Returns "announced" or "restarted"; ``ctrl.CtrlError`` when neither worked.
+
+    mac80211 drivers (and ``mac80211_hwsim``) do CSA; the Pi's brcmfmac offers no channel switch
+    to hostapd, so there the restart is the way.
+    """
+    channel = channel_of(freq)
+    if channel is None:
+        raise ValueError(f"{freq} MHz is not a 2.4 GHz channel")
+    mode = "" if channel == 14 else " ht"
+    try:
+        ctrl.request(ctrl_dir, interface, f"CHAN_SWITCH {CSA_BEACONS} {freq}{mode}")
+        return "announced"
+    except ctrl.CtrlError as exc:
+        log.info("hostapd cannot announce the switch (%s); restarting the access point on channel %d",
+                 exc, channel)
+    ctrl.request(ctrl_dir, interface, "DISABLE")
+    ctrl.request(ctrl_dir, interface, f"SET channel {channel}")
+    ctrl.request(ctrl_dir, interface, "SET hw_mode " + ("b" if channel == 14 else "g"))
+    ctrl.request(ctrl_dir, interface, "ENABLE")
+    return "restarted"
