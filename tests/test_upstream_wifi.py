@@ -148,11 +148,12 @@ def test_link_state_from_events():
 # -- hostapd's control socket ---------------------------------------------------------------------
 class FakeHostapd:
     """A Unix datagram server speaking hostapd's control protocol, for the driver we cannot have:
-    brcmfmac, whose hostapd answers CHAN_SWITCH with FAIL ("CSA is not supported")."""
+    brcmfmac, whose driver flags lack AP_CSA (hostapd would answer CHAN_SWITCH with FAIL)."""
 
-    def __init__(self, directory: Path, refuse: tuple[str, ...] = ()) -> None:
+    def __init__(self, directory: Path, csa: bool = True, refuse: tuple[str, ...] = ()) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(directory / "wlan0"))
+        self.flags = "00000000000a0000:\nSME\n" + ("AP_CSA\n" if csa else "") + "AP_TEARDOWN_SUPPORT\n"
         self.refuse, self.commands = refuse, []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -164,8 +165,11 @@ class FakeHostapd:
             except OSError:
                 return
             command = data.decode()
-            self.commands.append(command)
             self.sock.sendto(b"<3>CTRL-EVENT-UNRELATED\n", peer)  # an attached monitor's noise first
+            if command == "DRIVER_FLAGS":
+                self.sock.sendto(self.flags.encode(), peer)
+                continue
+            self.commands.append(command)
             self.sock.sendto(b"FAIL\n" if command.split()[0] in self.refuse else b"OK\n", peer)
 
     def close(self) -> None:
@@ -182,11 +186,20 @@ def test_channel_switch_is_announced_where_the_driver_can(tmp_path):
 
 
 def test_without_csa_the_access_point_restarts_on_the_new_channel(tmp_path):
-    server = FakeHostapd(tmp_path, refuse=("CHAN_SWITCH",))
+    server = FakeHostapd(tmp_path, csa=False)
     try:
         assert hostapd.switch_channel("wlan0", 2412, tmp_path) == "restarted"
-        assert server.commands == ["CHAN_SWITCH 5 2412 ht", "DISABLE", "SET channel 1", "SET hw_mode g",
-                                   "ENABLE"]
+        assert server.commands == ["DISABLE", "SET channel 1", "SET hw_mode g", "ENABLE"]
+    finally:
+        server.close()
+
+
+def test_a_refused_announcement_is_an_error_to_retry_not_a_restart(tmp_path):
+    server = FakeHostapd(tmp_path, refuse=("CHAN_SWITCH",))
+    try:
+        with pytest.raises(ctrl.CtrlError, match="CHAN_SWITCH refused"):
+            hostapd.switch_channel("wlan0", 2412, tmp_path)
+        assert server.commands == ["CHAN_SWITCH 5 2412 ht"]
     finally:
         server.close()
 
@@ -298,6 +311,24 @@ def test_the_follower_moves_the_access_point_to_the_home_network(tmp_path, fake_
         assert wifi.status()["channel_moves"] == 1 and "channel 6 -> 1 (announced" in wifi.status()["last_move"]
         wifi.tick(time.monotonic() + upstream.FOLLOW_SECONDS)  # the switch is under way: no second one
         assert len(server.commands) == 1
+    finally:
+        wifi.stop()
+        server.close()
+
+
+def test_a_refused_switch_is_tried_again_on_the_next_round(tmp_path, fake_radio):
+    server = FakeHostapd(tmp_path, refuse=("CHAN_SWITCH",))
+    wifi = upstream.UpstreamWifi(tmp_path, stand_in_supplicant(tmp_path, []), hostapd_ctrl=tmp_path)
+    try:
+        wifi.apply(upstream_settings())
+        fake_radio.seen = [Sighting(2412, -40.0, 1.0)]
+        now = time.monotonic()
+        wifi.tick(now)
+        assert "CHAN_SWITCH refused" in wifi.status()["error"] and wifi.status()["channel_moves"] == 0
+        server.refuse = ()
+        wifi.tick(now + upstream.FOLLOW_SECONDS)
+        assert server.commands == ["CHAN_SWITCH 5 2412 ht"] * 2 and wifi.status()["channel_moves"] == 1
+        assert wifi.status()["error"] == ""
     finally:
         wifi.stop()
         server.close()

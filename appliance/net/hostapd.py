@@ -79,24 +79,22 @@ def render(ap: AccessPointSettings, channel: int | None = None) -> str:
 
 
 def switch_channel(interface: str, freq: int, ctrl_dir: Path = CTRL_DIR) -> str:
-    """Move the running access point on ``interface`` to ``freq`` (MHz, 2.4 GHz). Announced in
-    its beacons (CSA: the inverters follow without leaving) where the driver can; else hostapd
-    restarts the access point on the new channel (the inverters associate again, as after any
-    outage). Returns "announced" or "restarted"; ``ctrl.CtrlError`` when neither worked.
+    """Move the running access point on ``interface`` to ``freq`` (MHz, 2.4 GHz). Where the
+    driver can, the switch is announced in the beacons (CSA: the inverters follow without
+    leaving); else hostapd restarts the access point on the new channel (the inverters associate
+    again, as after any outage). Returns "announced" or "restarted"; ``ctrl.CtrlError`` when it
+    did not happen (a refused CSA, e.g. while the radio scans, is tried again by the caller).
 
-    mac80211 drivers (and ``mac80211_hwsim``) do CSA; the Pi's brcmfmac offers no channel switch
-    to hostapd, so there the restart is the way.
+    mac80211 drivers (``mac80211_hwsim`` too) announce (hostapd's driver flag ``AP_CSA``); the Pi's
+    brcmfmac has no channel switch operation, so there the restart is the way.
     """
     channel = channel_of(freq)
     if channel is None:
         raise ValueError(f"{freq} MHz is not a 2.4 GHz channel")
-    mode = "" if channel == 14 else " ht"
-    try:
+    if "AP_CSA" in ctrl.request(ctrl_dir, interface, "DRIVER_FLAGS").split():
+        mode = "" if channel == 14 else " ht"
         ctrl.request(ctrl_dir, interface, f"CHAN_SWITCH {CSA_BEACONS} {freq}{mode}")
         return "announced"
-    except ctrl.CtrlError as exc:
-        log.info("hostapd cannot announce the switch (%s); restarting the access point on channel %d",
-                 exc, channel)
     ctrl.request(ctrl_dir, interface, "DISABLE")
     ctrl.request(ctrl_dir, interface, f"SET channel {channel}")
     ctrl.request(ctrl_dir, interface, "SET hw_mode " + ("b" if channel == 14 else "g"))
