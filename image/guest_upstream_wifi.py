@@ -143,6 +143,22 @@ def stop_pidfile(pid_file: Path) -> None:
         pass
 
 
+def stop_leftovers() -> None:
+    """Stop the daemons an earlier run of this script started (their command lines name RUN)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if str(RUN).encode() in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), 15)
+        except OSError:
+            pass
+    time.sleep(1)
+    for leftover in RUN.glob("*-ctrl"):
+        for socket_file in leftover.iterdir():
+            socket_file.unlink(missing_ok=True)
+
+
 def start_inverter_supplicant() -> None:
     conf = RUN / "inverter.conf"
     conf.write_text(f"ctrl_interface={RUN}/inverter-ctrl\nnetwork={{\n\tssid=\"{os.environ['AP_SSID']}\"\n"
@@ -151,9 +167,27 @@ def start_inverter_supplicant() -> None:
        f"-f {RUN}/inverter.log")
 
 
+# udhcpc's own script hands DNS servers to resolvconf, which is resolvectl here (systemd-resolved
+# of the appliance, outside the namespace): this one writes the namespace's resolv.conf itself.
+UDHCPC_SCRIPT = """#!/bin/sh
+case "$1" in
+bound|renew)
+    ip -4 addr flush dev "$interface"
+    ip -4 addr add "$ip/$mask" dev "$interface"
+    [ -z "$router" ] || ip -4 route replace default via "${router%% *}" dev "$interface"
+    : > /etc/resolv.conf
+    for server in $dns; do echo "nameserver $server" >> /etc/resolv.conf; done ;;
+deconfig)
+    ip link set "$interface" up
+    ip -4 addr flush dev "$interface" ;;
+esac
+"""
+
+
 def inverter_lease() -> str | None:
-    script = "/etc/udhcpc/default.script" if os.access("/etc/udhcpc/default.script", os.X_OK) \
-        else "/usr/share/udhcpc/default.script"
+    script = Path("/var/tmp/boottest-udhcpc.script")  # /run is mounted noexec
+    script.write_text(UDHCPC_SCRIPT)
+    script.chmod(0o755)
     sh(f"ip netns exec {INVERTER} udhcpc -i wlan2 -n -q -t 10 -T 3 -s {script}", check=False, timeout=60)
     return ipv4("wlan2", INVERTER)
 
@@ -161,10 +195,12 @@ def inverter_lease() -> str | None:
 def inverter_posts(seed: int) -> tuple[bool, str]:
     """A simulated NEP inverter in the inverter's namespace posts to www.nepviewer.net (the
     appliance's DNS answers it); True when /data.json lists it."""
-    out = sh(f"ip netns exec {INVERTER} {SOLARGW} simulate nep --url http://www.nepviewer.net/ "
-             f"--inverters 1 --rounds 1 --seed {seed} --start 12:00", check=False, timeout=120)
+    done = subprocess.run(f"ip netns exec {INVERTER} {SOLARGW} simulate nep --url http://www.nepviewer.net/ "
+                          f"--inverters 1 --rounds 1 --seed {seed} --start 12:00", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    out = done.stdout + done.stderr
     match = re.search(r"^inverter ([0-9a-f]{8}) ", out, re.MULTILINE)
-    serial = match.group(1) if match else ""
+    serial = match.group(1) if match and done.returncode == 0 else ""
 
     def recorded():
         with urllib.request.urlopen("http://127.0.0.1/data.json", timeout=10) as reply:
@@ -238,6 +274,9 @@ def reaches(namespace: str | None, address: str) -> bool:
 # -- phases --------------------------------------------------------------------------------------
 def phase_setup(result: dict) -> None:
     RUN.mkdir(parents=True, exist_ok=True)
+    set_upstream(False)  # hwsim's own second radio will be called wlan1 for a moment
+    wait_for(lambda: not Path(f"/sys/class/net/{STATION}").exists(), 30)
+    stop_leftovers()
     for name in (HOME, INVERTER):
         sh(f"ip netns del {name}", check=False)
     sh("modprobe -r mac80211_hwsim", check=False)
@@ -383,8 +422,7 @@ def phase_absent(result: dict) -> None:
 def phase_cleanup(result: dict) -> None:
     set_upstream(False)
     result["station_removed"] = bool(wait_for(lambda: not Path(f"/sys/class/net/{STATION}").exists(), 30))
-    for pid_file in ("inverter.pid", "home-hostapd.pid", "home-dnsmasq.pid"):
-        stop_pidfile(RUN / pid_file)
+    stop_leftovers()
     for name in (HOME, INVERTER):
         sh(f"ip netns del {name}", check=False)
 

@@ -150,11 +150,13 @@ class FakeHostapd:
     """A Unix datagram server speaking hostapd's control protocol, for the driver we cannot have:
     brcmfmac, whose driver flags lack AP_CSA (hostapd would answer CHAN_SWITCH with FAIL)."""
 
-    def __init__(self, directory: Path, csa: bool = True, refuse: tuple[str, ...] = ()) -> None:
+    def __init__(self, directory: Path, csa: bool = True, refuse: tuple[str, ...] = (),
+                 interface: str = "wlan0") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(directory / "wlan0"))
+        self.sock.bind(str(directory / interface))
         self.flags = "00000000000a0000:\nSME\n" + ("AP_CSA\n" if csa else "") + "AP_TEARDOWN_SUPPORT\n"
-        self.refuse, self.commands = refuse, []
+        self.refuse, self.commands, self.monitors = refuse, [], []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -164,15 +166,31 @@ class FakeHostapd:
                 data, peer = self.sock.recvfrom(4096)
             except OSError:
                 return
+            if not data:  # shut down
+                return
             command = data.decode()
             self.sock.sendto(b"<3>CTRL-EVENT-UNRELATED\n", peer)  # an attached monitor's noise first
             if command == "DRIVER_FLAGS":
                 self.sock.sendto(self.flags.encode(), peer)
                 continue
+            if command == "ATTACH":
+                self.monitors.append(peer)
+                self.sock.sendto(b"OK\n", peer)
+                continue
             self.commands.append(command)
             self.sock.sendto(b"FAIL\n" if command.split()[0] in self.refuse else b"OK\n", peer)
 
+    def push(self, event: str) -> None:
+        """An event to every attached monitor, as the daemons send them (level prefix)."""
+        for peer in self.monitors:
+            self.sock.sendto(f"<3>{event}".encode(), peer)
+
     def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(5)
         self.sock.close()
 
 
@@ -217,6 +235,26 @@ def test_ctrl_errors_are_one_clear_line(tmp_path):
     assert ctrl.key_values("state=ENABLED\nfreq=2437\nnoise\n") == {"state": "ENABLED", "freq": "2437"}
 
 
+def test_a_monitor_receives_the_events(tmp_path):
+    daemon = FakeHostapd(tmp_path, interface="wlan1")
+    monitor = ctrl.Monitor(tmp_path, "wlan1")
+    try:
+        monitor.attach()
+        daemon.push("CTRL-EVENT-NETWORK-NOT-FOUND")
+        daemon.push("CTRL-EVENT-SCAN-STARTED ")
+        deadline = time.monotonic() + 5
+        events: list[str] = []
+        while len(events) < 2 and time.monotonic() < deadline:
+            events += monitor.events()
+        assert events == ["CTRL-EVENT-NETWORK-NOT-FOUND", "CTRL-EVENT-SCAN-STARTED"]
+        assert monitor.events() == [] and monitor.attached
+    finally:
+        monitor.close()
+        daemon.close()
+    with pytest.raises(ctrl.CtrlError, match="cannot attach"):
+        ctrl.Monitor(tmp_path, "wlan1").attach()
+
+
 def test_hostapd_renders_the_channel_the_radio_is_held_on():
     conf = hostapd.render(AccessPointSettings(passphrase="inverters-only", channel=6), channel=11)
     assert "channel=11" in conf.splitlines() and "channel=6" not in conf.splitlines()
@@ -252,7 +290,8 @@ def fake_radio(monkeypatch):
 
 
 def stand_in_supplicant(tmp_path: Path, lines: list[str], then: str = "sleep 60") -> str:
-    script = tmp_path / "wpa_supplicant"
+    script = tmp_path / "bin" / "wpa_supplicant"
+    script.parent.mkdir(exist_ok=True)
     script.write_text("#!/bin/sh\n" + "".join(f"echo '{line}'\n" for line in lines) + then + "\n")
     script.chmod(0o755)
     return str(script)
@@ -264,6 +303,19 @@ def run_until(wifi: upstream.UpstreamWifi, condition, seconds: float = 5.0) -> N
         assert time.monotonic() < deadline, wifi.status()
         wifi.tick(time.monotonic())
         time.sleep(0.05)
+
+
+def test_home_network_not_found_comes_from_the_monitor(tmp_path, fake_radio):
+    wifi = upstream.UpstreamWifi(tmp_path, stand_in_supplicant(tmp_path, []), hostapd_ctrl=tmp_path)
+    supplicant = FakeHostapd(wifi.ctrl_dir, interface="wlan1")
+    try:
+        wifi.apply(upstream_settings())
+        run_until(wifi, lambda: supplicant.monitors)
+        supplicant.push("CTRL-EVENT-NETWORK-NOT-FOUND")  # wpa_supplicant prints it nowhere else
+        run_until(wifi, lambda: wifi.status()["state"] == "home network not found")
+    finally:
+        wifi.stop()
+        supplicant.close()
 
 
 def test_wrong_passphrase_is_a_status_not_a_restart(tmp_path, fake_radio):
@@ -299,21 +351,28 @@ def test_a_dying_supplicant_is_restarted_with_backoff_and_switching_off_removes_
     assert wifi.status() == {"enabled": False}
 
 
-def test_the_follower_moves_the_access_point_to_the_home_network(tmp_path, fake_radio):
+def test_the_follower_moves_the_access_point_then_hurries_the_station(tmp_path, fake_radio):
     server = FakeHostapd(tmp_path)
     binary = stand_in_supplicant(tmp_path, [])
     wifi = upstream.UpstreamWifi(tmp_path, binary, hostapd_ctrl=tmp_path)
+    supplicant = FakeHostapd(wifi.ctrl_dir, interface="wlan1")  # the same protocol
     try:
         wifi.apply(upstream_settings())
         fake_radio.seen = [Sighting(2412, -40.0, 1.0)]
-        wifi.tick(time.monotonic())
+        now = time.monotonic()
+        wifi.tick(now)
         assert server.commands == ["CHAN_SWITCH 5 2412 ht"]
         assert wifi.status()["channel_moves"] == 1 and "channel 6 -> 1 (announced" in wifi.status()["last_move"]
-        wifi.tick(time.monotonic() + upstream.FOLLOW_SECONDS)  # the switch is under way: no second one
-        assert len(server.commands) == 1
+        wifi.tick(now + upstream.FOLLOW_SECONDS)  # the switch is under way: no second one
+        assert len(server.commands) == 1 and supplicant.commands == []  # (it attached a monitor)
+        fake_radio.found["wlan0"] = dataclasses.replace(fake_radio.found["wlan0"], freq=2412)
+        wifi.tick(now + 2 * upstream.FOLLOW_SECONDS)  # arrived: the station may try at once
+        assert supplicant.commands == ["SELECT_NETWORK 0"] and len(server.commands) == 1
+        assert wifi.status()["access_point_channel"] == 1
     finally:
         wifi.stop()
         server.close()
+        supplicant.close()
 
 
 def test_a_refused_switch_is_tried_again_on_the_next_round(tmp_path, fake_radio):

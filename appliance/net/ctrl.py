@@ -49,3 +49,55 @@ def request(ctrl_dir: Path, interface: str, command: str, timeout: float = TIMEO
 def key_values(reply: str) -> dict[str, str]:
     """``key=value`` lines (the answer to ``STATUS``) as a dict."""
     return dict(line.split("=", 1) for line in reply.splitlines() if "=" in line)
+
+
+class Monitor:
+    """An attached socket: the daemon sends it every event as ``<level>EVENT ...``, including
+    the ones it prints nowhere else (wpa_supplicant's ``CTRL-EVENT-NETWORK-NOT-FOUND``).
+    ``events`` never blocks. Attach again after the daemon restarted (a new socket)."""
+
+    def __init__(self, ctrl_dir: Path, interface: str) -> None:
+        self.path = ctrl_dir / interface
+        self.sock: socket.socket | None = None
+
+    @property
+    def attached(self) -> bool:
+        return self.sock is not None
+
+    def attach(self, timeout: float = 2.0) -> None:
+        """``CtrlError`` when the daemon is not (yet) there or refuses."""
+        self.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(f"\0solargw-monitor-{os.getpid()}-{id(sock)}")
+            sock.settimeout(timeout)
+            sock.connect(str(self.path))
+            sock.send(b"ATTACH")
+            while (reply := sock.recv(4096).decode(errors="replace")).startswith("<"):
+                pass
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            raise CtrlError(f"cannot attach to {self.path}: {getattr(exc, 'strerror', None) or exc}") from None
+        if reply.strip() != "OK":
+            sock.close()
+            raise CtrlError(f"ATTACH refused by {self.path}: {reply.strip()}")
+        sock.setblocking(False)
+        self.sock = sock
+
+    def events(self) -> list[str]:
+        found: list[str] = []
+        while self.sock is not None:
+            try:
+                data = self.sock.recv(4096).decode(errors="replace")
+            except BlockingIOError:
+                break
+            except OSError:  # the daemon is gone (ECONNREFUSED, ENOTCONN)
+                self.close()
+                break
+            found.append(data[data.index(">") + 1:] if data.startswith("<") and ">" in data else data)
+        return [event.strip() for event in found if event.strip()]
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None

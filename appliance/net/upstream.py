@@ -64,6 +64,7 @@ class UpstreamWifi:
         self.ssid = b""
         self.conf_text = ""
         self.child: Child | None = None
+        self.monitor: ctrl.Monitor | None = None
         self.backoff = Backoff()
         self.restart_at: float | None = None
         self.link = wpa.LinkState()
@@ -74,6 +75,7 @@ class UpstreamWifi:
         self.moves = 0
         self.last_move = ""
         self._last_move_at: float | None = None
+        self._moved_to: int | None = None
         self._next_follow = 0.0
 
     # -- following the settings -------------------------------------------------------------
@@ -159,6 +161,9 @@ class UpstreamWifi:
             self.restart_at = time.monotonic() + self.backoff.delay(0.0)
 
     def _stop(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
+            self.monitor = None
         if self.child is not None:
             for line in self.child.stop():
                 self._take_line(line)
@@ -174,6 +179,25 @@ class UpstreamWifi:
             log.info("wpa_supplicant: %s", line)
         return changed
 
+    def _take_events(self) -> bool:
+        """Events from the attached control socket: the complete, ordered list (its output has
+        only some of them), so they decide the state last."""
+        if self.monitor is None:
+            self.monitor = ctrl.Monitor(self.ctrl_dir, self.interface)
+        if not self.monitor.attached:
+            try:
+                self.monitor.attach()
+            except ctrl.CtrlError:
+                return False  # not up yet: its output still tells the main events
+        changed = False
+        for event in self.monitor.events():
+            if self.link.feed(event):
+                changed = True
+                if event.startswith("CTRL-EVENT-NETWORK-NOT-FOUND"):
+                    log.info("upstream Wi-Fi: no network named %r in range (still looking)",
+                             self.ssid.decode(errors="replace"))
+        return changed
+
     def tick(self, now: float) -> bool:
         """Read wpa_supplicant's output, restart it if it died, follow the home network's
         channel; True when the status changed."""
@@ -181,6 +205,7 @@ class UpstreamWifi:
         if self.child is not None:
             for line in self.child.read_log():
                 changed |= self._take_line(line)
+            changed |= self._take_events()
             status = self.child.exited()
             if status is not None:
                 ran = now - self.child.started_at
@@ -222,15 +247,29 @@ class UpstreamWifi:
                 old, new = follow.channel_of(ap_freq), follow.channel_of(target)
                 why = "the station's channel" if station_freq else "where the home network was seen"
                 self.moves += 1
-                self._last_move_at = now
+                self._last_move_at, self._moved_to = now, target
                 self.last_move = f"channel {old} -> {new} ({how}, {why}) at {time.strftime('%H:%M:%S')}"
                 log.info("access point follows the home network: %s", self.last_move)
+            elif self._moved_to is not None and ap_freq == self._moved_to:
+                self._moved_to = None
+                if not station_freq:
+                    self._join_now()
             self.follow_error = ""
         except (radio.RadioError, ctrl.CtrlError) as exc:
             if str(exc) != self.follow_error:
-                log.warning("upstream Wi-Fi channel follower: %s", exc)
+                log.warning("upstream Wi-Fi channel follower: %s (trying again)", exc)
             self.follow_error = str(exc)
         return (self.channels, self.follow_error) != before
+
+    def _join_now(self) -> None:
+        """The access point has arrived on the home network's channel: ask wpa_supplicant to
+        try now. Its attempts while the radio was held elsewhere failed, and it would otherwise
+        sit out the pause it takes after failures (10 s, then longer); ``SELECT_NETWORK`` clears
+        that pause and connects."""
+        try:
+            ctrl.request(self.ctrl_dir, self.interface, "SELECT_NETWORK 0")
+        except ctrl.CtrlError as exc:
+            log.info("upstream Wi-Fi: could not hurry wpa_supplicant (%s); it retries by itself", exc)
 
     # -- status ------------------------------------------------------------------------------
     def _summary(self) -> tuple:

@@ -1,9 +1,10 @@
 """The upstream Wi-Fi client, for a Pi without Ethernet: wpa_supplicant's configuration for the
 station-mode interface on the access point's radio, and what its event lines say (pure).
 
-The station may only use 2.4 GHz channels (``freq_list``): the access point must share its
-channel, and the inverters it serves only have 2.4 GHz radios. A home network that sends the same
-name on 2.4 and 5 GHz is joined on 2.4 GHz; one on 5 GHz only is "not found".
+No P2P (``p2p_disabled``: it would add a P2P device interface the radio's few interface slots
+do not need). The station may only use 2.4 GHz channels (``freq_list``): the access point must
+share its channel, and the inverters it serves only have 2.4 GHz radios. A home network that
+sends the same name on 2.4 and 5 GHz is joined on 2.4 GHz; one on 5 GHz only is "not found".
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def render(settings: Settings, ctrl_dir: Path = CTRL_DIR) -> str:
         "# Rendered by solargw (solargw net render wpa_supplicant); edits are overwritten.",
         f"ctrl_interface={ctrl_dir}",
         "update_config=0",
+        "p2p_disabled=1",
         f"country={country}",
         f"freq_list={freqs}",
         "",
@@ -105,6 +107,7 @@ class LinkState:
 
 
 NOISY_EVENTS = ("CTRL-EVENT-SCAN-STARTED", "CTRL-EVENT-SCAN-RESULTS", "CTRL-EVENT-NETWORK-NOT-FOUND",
-                "CTRL-EVENT-BSS-ADDED", "CTRL-EVENT-BSS-REMOVED", "CTRL-EVENT-REGDOM-CHANGE")
-"""Lines repeated every few seconds while the home network is away: kept out of the journal
-(the state they change is logged once)."""
+                "CTRL-EVENT-BSS-ADDED", "CTRL-EVENT-BSS-REMOVED", "CTRL-EVENT-REGDOM-CHANGE",
+                "CTRL-EVENT-DSCP-POLICY")
+"""Lines repeated every few seconds while the home network is away, or that say nothing to an
+owner: kept out of the journal (a state they change is logged once)."""
