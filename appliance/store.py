@@ -21,7 +21,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from appliance.energy import LedgerState, advance
+from appliance.energy import LEDGER_FIELDS, LedgerState, advance
+from appliance.pvoutput.api import Status
 from appliance.reading import Reading
 
 if TYPE_CHECKING:
@@ -49,7 +50,10 @@ CREATE TABLE IF NOT EXISTS ledger (
     serial TEXT PRIMARY KEY,
     total_wh REAL NOT NULL,
     last_counter_wh REAL,
-    last_timestamp REAL
+    last_timestamp REAL,
+    mark_wh REAL,
+    mark_timestamp REAL,
+    held_wh REAL
 );
 CREATE TABLE IF NOT EXISTS energy_days (
     serial TEXT NOT NULL,
@@ -100,6 +104,20 @@ CREATE TABLE IF NOT EXISTS changes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     serial TEXT NOT NULL,
     timestamp REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pvoutput_queue (
+    system_id INTEGER NOT NULL,
+    date TEXT NOT NULL,
+    time TEXT NOT NULL,
+    energy_wh INTEGER NOT NULL,
+    power_w INTEGER NOT NULL,
+    temperature_c REAL,
+    voltage_v REAL,
+    made REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued',
+    settled REAL,
+    note TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (system_id, date, time)
 );
 """
 
@@ -192,6 +210,7 @@ class Store:
             raise StoreError(f"cannot create the database {self.path}: {exc.strerror}") from None
         try:
             self._db.executescript(SCHEMA)
+            self._add_ledger_columns()
         except sqlite3.Error as exc:
             self.close()
             raise StoreError(f"cannot open the database {self.path}: {exc}") from None
@@ -278,16 +297,25 @@ class Store:
             (reading.serial, reading.family, reading.model, firmware, reading.timestamp, reading.timestamp),
         )
 
+    def _add_ledger_columns(self) -> None:
+        """A database made before a ledger field existed gets its column (NULL: the ledger upgrades it)."""
+        def missing(db: sqlite3.Connection) -> list[str]:
+            have = {row[1] for row in db.execute("PRAGMA table_info(ledger)")}
+            return [name for name in LEDGER_FIELDS if name not in have]
+
+        if missing(self._db):  # checked again inside the transaction: another process may be at it too
+            with self._write() as db:
+                for name in missing(db):
+                    db.execute(f"ALTER TABLE ledger ADD COLUMN {name} REAL")
+
     def _advance_ledger(self, db: sqlite3.Connection, reading: Reading, ts: float) -> float:
-        row = db.execute(
-            "SELECT total_wh, last_counter_wh, last_timestamp FROM ledger WHERE serial=?", (reading.serial,)
-        ).fetchone()
+        columns = ", ".join(LEDGER_FIELDS)
+        row = db.execute(f"SELECT {columns} FROM ledger WHERE serial=?", (reading.serial,)).fetchone()
         state = LedgerState(*row) if row else LedgerState()
         new, delta = advance(state, reading.energy, ts)
         db.execute(
-            "INSERT INTO ledger VALUES (?,?,?,?) ON CONFLICT(serial) DO UPDATE SET total_wh=excluded.total_wh,"
-            " last_counter_wh=excluded.last_counter_wh, last_timestamp=excluded.last_timestamp",
-            (reading.serial, new.total_wh, new.last_counter_wh, new.last_timestamp),
+            f"INSERT OR REPLACE INTO ledger (serial, {columns}) VALUES (?{', ?' * len(LEDGER_FIELDS)})",
+            (reading.serial, *(getattr(new, name) for name in LEDGER_FIELDS)),
         )
         if delta > 0:
             db.execute(
@@ -466,6 +494,77 @@ class Store:
             return newest, []
         rows = self._db.execute("SELECT DISTINCT serial FROM changes WHERE id > ? ORDER BY serial", (cursor,))
         return newest, [row[0] for row in rows]
+
+    def energy_of_day(self, day: str) -> dict[str, float]:
+        """Every inverter's energy on one local day (``YYYY-MM-DD``), removed ones included."""
+        return {row[0]: row[1] for row in self._db.execute("SELECT serial, wh FROM energy_days WHERE day=?", (day,))}
+
+    # -- the PVOutput upload queue -------------------------------------------------------
+    # One row per (system, date, time): made once (INSERT OR IGNORE), then settled once as
+    # 'sent', 'refused' (PVOutput will not take it) or 'expired' (too old to send). Settled
+    # rows stay until they are too old to send, so a status is never made, or sent, twice.
+    def pvoutput_enqueue(self, statuses: list[Status], made: float) -> int:
+        """Queue statuses made at ``made`` (Unix time); one already made for its (system, date, time)
+        is left as it is. Returns how many were queued."""
+        with self._write() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO pvoutput_queue (system_id, date, time, energy_wh, power_w, temperature_c,"
+                " voltage_v, made) VALUES (?,?,?,?,?,?,?,?)",
+                [(s.system_id, s.date, s.time, s.energy_wh, s.power_w, s.temperature_c, s.voltage_v, made)
+                 for s in statuses],
+            )
+            return db.total_changes - before
+
+    def pvoutput_pending(self, system_id: int, limit: int) -> list[Status]:
+        """The system's oldest queued statuses, oldest first."""
+        rows = self._db.execute(
+            "SELECT system_id, date, time, energy_wh, power_w, temperature_c, voltage_v FROM pvoutput_queue"
+            " WHERE system_id=? AND state='queued' ORDER BY date, time LIMIT ?", (system_id, limit))
+        return [Status(*row) for row in rows]
+
+    def pvoutput_settle(self, system_id: int, keys: list[tuple[str, str]], state: str, note: str = "",
+                        when: float | None = None) -> None:
+        """Mark queued statuses (``(date, time)`` keys) of one system ``sent``, ``refused`` or ``expired``."""
+        if state not in ("sent", "refused", "expired"):
+            raise ValueError(f"unknown queue state {state!r}")
+        when = time.time() if when is None else when
+        with self._write() as db:
+            db.executemany(
+                "UPDATE pvoutput_queue SET state=?, settled=?, note=? WHERE system_id=? AND date=? AND time=?"
+                " AND state='queued'", [(state, when, note[:300], system_id, d, t) for d, t in keys])
+
+    def pvoutput_expire(self, oldest_date: str, when: float | None = None) -> int:
+        """Settle as ``expired`` the queued statuses dated before ``oldest_date`` (``yyyymmdd``), and forget
+        settled ones that old. Returns how many queued statuses expired."""
+        when = time.time() if when is None else when
+        with self._write() as db:
+            expired = db.execute(
+                "UPDATE pvoutput_queue SET state='expired', settled=?, note='older than PVOutput takes'"
+                " WHERE state='queued' AND date < ?", (when, oldest_date)).rowcount
+            db.execute("DELETE FROM pvoutput_queue WHERE state != 'queued' AND date < ?", (oldest_date,))
+        return expired
+
+    def pvoutput_queued(self) -> dict[int, int]:
+        """Queued statuses per system (systems with none left out)."""
+        rows = self._db.execute(
+            "SELECT system_id, COUNT(*) FROM pvoutput_queue WHERE state='queued' GROUP BY system_id")
+        return {system_id: count for system_id, count in rows}
+
+    def pvoutput_summary(self) -> dict[int, dict[str, Any]]:
+        """Per system: statuses queued, the last one sent and the last one refused (``date``, ``time``,
+        ``settled`` when, ``note``)."""
+        summary = {system_id: {"queued": 0, "last_sent": None, "last_refused": None}
+                   for (system_id,) in self._db.execute("SELECT DISTINCT system_id FROM pvoutput_queue")}
+        for system_id, count in self.pvoutput_queued().items():
+            summary[system_id]["queued"] = count
+        for state, key in (("sent", "last_sent"), ("refused", "last_refused")):
+            # SQLite takes the bare columns from the row holding the MAX
+            rows = self._db.execute("SELECT system_id, date, time, settled, note, MAX(date || time) FROM pvoutput_queue"
+                                    " WHERE state=? GROUP BY system_id", (state,))
+            for system_id, date, hhmm, settled, note, _ in rows:
+                summary[system_id][key] = {"date": date, "time": hhmm, "settled": settled, "note": note}
+        return summary
 
     def backup(self, destination: Path | str) -> None:
         """A consistent copy of the database (sqlite's online backup), for export."""

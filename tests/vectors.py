@@ -5,6 +5,12 @@ captured Enecsys handshake pairs of the Enecsys-Zigbee-HA write-up.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+CAPTURE_JOIN = Path(__file__).parent / "fixtures" / "enecsys-join-100095471.json"
+"""A real over-the-air join of inverter 100095471 to a genuine gateway (decrypted APS payloads,
+with timing): see its ``_about``."""
+
 # --- NEP ------------------------------------------------------------------------------------
 
 NEP_BDM400 = {

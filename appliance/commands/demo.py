@@ -1,4 +1,4 @@
-"""``solargw demo``: the whole appliance on this PC, with simulated inverters (see :mod:`appliance.demo`)."""
+"""``solargw demo``: the whole appliance on this PC, with simulated inverters (see :mod:`appliance.sim.demo`)."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from appliance import demo
+    from appliance.sim import demo
 
     if not 0 <= args.port < 65536:
         raise CommandError(f"--port {args.port} is not a port number")

@@ -32,9 +32,10 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Iterable, Mapping
 
 from appliance import __version__
+from appliance.fields import FIELDS, Field, Follows
 from appliance.reading import STATES
 
 ONLINE, OFFLINE = "online", "offline"
@@ -42,9 +43,6 @@ MANUFACTURERS = {"nep": "NEP", "enecsys": "Enecsys"}
 ORIGIN = {"name": "solargw", "sw_version": __version__}
 POWER_KEYS = ("ac_power_w", "dc_power_w")
 """Read 0 W while the inverter is silent (asleep)."""
-
-Follows = Literal["service", "inverter"]
-
 
 @dataclass(frozen=True)
 class Topics:
@@ -100,30 +98,28 @@ def _value(key: str) -> str:
     return "{{ value_json.%s }}" % key
 
 
-INVERTER_ENTITIES: tuple[Entity, ...] = (
-    Entity("ac_power_w", "AC power", "power", "measurement", "W", 1, follows="service"),
-    Entity("lifetime_wh", "Lifetime energy", "energy", "total_increasing", "Wh", 0, follows="service"),
-    Entity("energy_today_wh", "Energy today", "energy", None, "Wh", 0, follows="service"),
-    Entity("dc_power_w", "DC power", "power", "measurement", "W", 1, follows="service"),
-    Entity("ac_voltage_v", "AC voltage", "voltage", "measurement", "V", 1),
-    Entity("ac_frequency_hz", "AC frequency", "frequency", "measurement", "Hz", 2),
-    Entity("dc_current_a", "DC current", "current", "measurement", "A", 2),
-    Entity("dc_current_1_a", "DC current 1", "current", "measurement", "A", 2),
-    Entity("dc_current_2_a", "DC current 2", "current", "measurement", "A", 2),
-    Entity("dc_voltage_v", "DC voltage", "voltage", "measurement", "V", 1),
-    Entity("temperature_c", "Temperature", "temperature", "measurement", "°C", 1),
-    Entity("efficiency_ratio", "Efficiency", None, "measurement", "%", 1,
-           template="{{ (value_json.efficiency_ratio * 100) | round(1)"
-                    " if value_json.efficiency_ratio is number else none }}"),
-    Entity("state", "State", "enum", follows="service", extra=(("options", list(STATES)),)),
-    Entity("alarms", "Alarms", template="{{ value_json.alarms | join(', ')"
-                                         " if value_json.alarms else 'none' }}",
-           extra=(("icon", "mdi:alert-outline"),)),
-    Entity("last_seen", "Last seen", "timestamp", category="diagnostic", follows="service"),
-)
-"""Every entity an inverter can have, in display order. The energy-today counter has no
-``state_class``: it resets at dawn and can jump back (NEP), so only the ledger's lifetime total
-is offered to the Energy dashboard."""
+_HA_EXTRAS: dict[str, dict[str, Any]] = {
+    "state": {"extra": (("options", list(STATES)),)},
+    "alarms": {"template": "{{ value_json.alarms | join(', ') if value_json.alarms else 'none' }}",
+               "extra": (("icon", "mdi:alert-outline"),)},
+    "last_seen": {"category": "diagnostic"},
+}
+"""What only Home Assistant needs beyond the field table (templates, icons, categories)."""
+
+
+def _entity(field: Field) -> Entity:
+    options: dict[str, Any] = {"unit": field.unit or None}
+    if field.percent:
+        options["unit"] = "%"
+        options["template"] = ("{{ (value_json.%s * 100) | round(%d) if value_json.%s is number else none }}"
+                               % (field.key, field.precision or 0, field.key))
+    options.update(_HA_EXTRAS.get(field.key, {}))
+    return Entity(field.key, field.label, field.device_class, field.state_class, precision=field.precision,
+                  follows=field.follows, **options)
+
+
+INVERTER_ENTITIES: tuple[Entity, ...] = tuple(_entity(field) for field in FIELDS)
+"""Every entity an inverter can have, in display order: one per row of :data:`appliance.fields.FIELDS`."""
 
 ALWAYS = frozenset({"ac_power_w", "lifetime_wh", "energy_today_wh", "state", "last_seen"})
 """Entities every inverter has (from the ledger or the publisher); the others need the field."""

@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.net.addressing import NetConfigError, check_interface_name
+from appliance.net.addressing import require
 from appliance.net.follow import freq_of
 from appliance.net.wifi import check_passphrase, check_ssid, psk, ssid_line
-from appliance.settings import Settings
+from appliance.settings import Settings, rules
 
 CTRL_DIR = Path("/run/solargw/wpa_supplicant")
 """Where its control socket goes (``wpa_cli -p /run/solargw/wpa_supplicant status``)."""
@@ -24,9 +24,7 @@ CTRL_DIR = Path("/run/solargw/wpa_supplicant")
 def check(settings: Settings) -> bytes:
     """The ``[upstream_wifi]`` checks that need no radio; returns the SSID's bytes."""
     up = settings.upstream_wifi
-    check_interface_name(up.interface, "[upstream_wifi] interface")
-    if up.interface == settings.access_point.interface:
-        raise NetConfigError("[upstream_wifi] interface: must differ from [access_point] interface")
+    require("[upstream_wifi] interface", rules.upstream_interface_error(up.interface, settings.access_point.interface))
     ssid = check_ssid(up.ssid, "[upstream_wifi] ssid")
     if up.passphrase:
         check_passphrase(up.passphrase, "[upstream_wifi] passphrase")

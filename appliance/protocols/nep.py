@@ -489,3 +489,15 @@ def encode_t(
     if gateway is None:
         gateway = GATEWAY_FF if model in ("bdm300", "bdm400", "bdm1200") else GATEWAY_0F
     return _frame(gateway, 52, sync, serial, data)
+
+
+# --- the HTTP request around a body ---------------------------------------------------------
+
+PORTAL_HOST = "www.nepviewer.net"
+
+
+def build_request(host: str, path: str, body: bytes) -> bytes:
+    """An inverter's whole request: ``POST``, ``Host``, ``Connection: close``, ``Content-Length``, body
+    (the inverters send exactly these headers)."""
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode("ascii") + body

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from gunicorn.app.base import BaseApplication
 
+from appliance.runtime import ServiceError
 from appliance.settings import Settings
 
 
@@ -113,3 +114,24 @@ def print_ready(urls: list[str]) -> None:
     for url in urls:
         print(f"solargw web: listening on {url}", flush=True)
     sys.stdout.flush()
+
+
+def serve(settings: Settings, binds: list[str] | None = None) -> int:
+    """``solargw web``: check that every bind can listen and that the store opens (a
+    ``ServiceError`` in one line, rather than in gunicorn's worker), then serve until stopped."""
+    from appliance.store import Store, StoreError
+
+    binds = binds or [format_bind(settings.web.listen_addr, settings.web.port)]
+    for bind in binds:
+        problem = check_bind(bind)
+        if problem:
+            raise ServiceError(problem)
+    try:
+        Store.from_settings(settings).close()
+    except StoreError as exc:
+        raise ServiceError(str(exc)) from None
+    try:
+        WebServer(settings, binds, on_ready=print_ready).run()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
