@@ -375,6 +375,23 @@ def test_the_follower_moves_the_access_point_then_hurries_the_station(tmp_path, 
         supplicant.close()
 
 
+def test_refusals_that_last_restart_the_access_point_on_the_channel(tmp_path, fake_radio):
+    server = FakeHostapd(tmp_path, refuse=("CHAN_SWITCH",))
+    wifi = upstream.UpstreamWifi(tmp_path, stand_in_supplicant(tmp_path, []), hostapd_ctrl=tmp_path)
+    try:
+        wifi.apply(upstream_settings())
+        fake_radio.found["wlan1"] = dataclasses.replace(fake_radio.found["wlan1"], freq=2462)
+        now = time.monotonic()
+        for round_ in range(upstream.ANNOUNCE_TRIES + 1):
+            wifi.tick(now + round_ * upstream.FOLLOW_SECONDS)
+        assert server.commands == ["CHAN_SWITCH 5 2462 ht"] * upstream.ANNOUNCE_TRIES + [
+            "DISABLE", "SET channel 11", "SET hw_mode g", "ENABLE"]
+        assert "(restarted, the station's channel)" in wifi.status()["last_move"]
+    finally:
+        wifi.stop()
+        server.close()
+
+
 def test_a_refused_switch_is_tried_again_on_the_next_round(tmp_path, fake_radio):
     server = FakeHostapd(tmp_path, refuse=("CHAN_SWITCH",))
     wifi = upstream.UpstreamWifi(tmp_path, stand_in_supplicant(tmp_path, []), hostapd_ctrl=tmp_path)

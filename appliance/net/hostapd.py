@@ -65,12 +65,13 @@ def render(ap: AccessPointSettings, channel: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def switch_channel(interface: str, freq: int, ctrl_dir: Path = CTRL_DIR) -> str:
+def switch_channel(interface: str, freq: int, ctrl_dir: Path = CTRL_DIR, announce: bool = True) -> str:
     """Move the running access point on ``interface`` to ``freq`` (MHz, 2.4 GHz). Where the
     driver can, the switch is announced in the beacons (CSA: the inverters follow without
     leaving); else hostapd restarts the access point on the new channel (the inverters associate
     again, as after any outage). Returns "announced" or "restarted"; ``ctrl.CtrlError`` when it
     did not happen (a refused CSA, e.g. while the radio scans, is tried again by the caller).
+    ``announce=False``: restart even where CSA exists (the caller's answer to refusals that last).
 
     mac80211 drivers (``mac80211_hwsim`` too) announce (hostapd's driver flag ``AP_CSA``); the Pi's
     brcmfmac has no channel switch operation, so there the restart is the way.
@@ -78,7 +79,7 @@ def switch_channel(interface: str, freq: int, ctrl_dir: Path = CTRL_DIR) -> str:
     channel = channel_of(freq)
     if channel is None:
         raise ValueError(f"{freq} MHz is not a 2.4 GHz channel")
-    if "AP_CSA" in ctrl.request(ctrl_dir, interface, "DRIVER_FLAGS").split():
+    if announce and "AP_CSA" in ctrl.request(ctrl_dir, interface, "DRIVER_FLAGS").split():
         mode = "" if channel == 14 else " ht"
         ctrl.request(ctrl_dir, interface, f"CHAN_SWITCH {CSA_BEACONS} {freq}{mode}")
         return "announced"

@@ -24,8 +24,8 @@ How the parts are arranged, and why:
 - **The channel follower** runs every ``FOLLOW_SECONDS``: it reads the access point's and the
   station's channels and the home network's scan results from the kernel (``radio``), lets
   ``follow.decide`` choose, and moves hostapd through its control socket
-  (``hostapd.switch_channel``: announced with CSA where the driver can, else a restart of the
-  access point). Reading the channels back from the kernel, instead of trusting what was asked
+  (``hostapd.switch_channel``: announced with CSA where the driver can, else, or when
+  announcements keep being refused, a restart of the access point on the new channel). Reading the channels back from the kernel, instead of trusting what was asked
   for, also covers a driver (brcmfmac's firmware) that moves the access point by itself.
 """
 from __future__ import annotations
@@ -46,6 +46,10 @@ from appliance.settings import Settings
 log = logging.getLogger(__name__)
 
 FOLLOW_SECONDS = 2.0
+ANNOUNCE_TRIES = 3
+"""Refused announcements (CSA) in a row before the access point is restarted on the channel
+instead. One refusal is common (mac80211 refuses while the radio scans); lasting ones were seen
+in hwsim after the station had followed the home router's own announcement alone."""
 
 
 class UpstreamWifi:
@@ -76,6 +80,7 @@ class UpstreamWifi:
         self.last_move = ""
         self._last_move_at: float | None = None
         self._moved_to: int | None = None
+        self._refusals = 0
         self._next_follow = 0.0
 
     # -- following the settings -------------------------------------------------------------
@@ -243,7 +248,13 @@ class UpstreamWifi:
             since = None if self._last_move_at is None else now - self._last_move_at
             target = follow.decide(ap_freq, station_freq, seen, since)
             if target is not None:
-                how = hostapd.switch_channel(self.ap_interface, target, self.hostapd_ctrl)
+                try:
+                    how = hostapd.switch_channel(self.ap_interface, target, self.hostapd_ctrl,
+                                                 announce=self._refusals < ANNOUNCE_TRIES)
+                except ctrl.CtrlError:
+                    self._refusals += 1
+                    raise
+                self._refusals = 0
                 old, new = follow.channel_of(ap_freq), follow.channel_of(target)
                 why = "the station's channel" if station_freq else "where the home network was seen"
                 self.moves += 1
