@@ -63,7 +63,8 @@ bench: deps
 	$(PY) -m bench
 
 # The whole appliance on this PC: web UI, mosquitto, the Zigbee service on the emulated coordinator,
-# four simulated Enecsys and three simulated NEP inverters. Prints the URL and password; Ctrl-C stops it.
+# four simulated Enecsys inverters on the radio, three behind a simulated Enecsys gateway and three simulated
+# NEP inverters, with a week of history. Prints the URL and password; Ctrl-C stops it.
 demo: deps
 	$(PY) -m appliance demo
 

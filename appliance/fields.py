@@ -33,12 +33,17 @@ class Field:
     metric: str | None = None
     """Prometheus gauge of the instantaneous value (fresh inverters only)."""
     metric_help: str = ""
+    ha_unit: str | None = None
+    """The unit Home Assistant shows instead of ``unit`` (converted by the entity's template)."""
+    ha_precision: int | None = None
+    """Decimals Home Assistant shows in ``ha_unit``."""
 
 
 FIELDS: tuple[Field, ...] = (
     Field("ac_power_w", "AC power", "W", "power", "measurement", 1, follows="service",
           metric="solargw_inverter_ac_power_watts", metric_help="AC output power"),
-    Field("lifetime_wh", "Lifetime energy", "Wh", "energy", "total_increasing", 0, follows="service"),
+    Field("lifetime_wh", "Lifetime energy", "Wh", "energy", "total_increasing", 0, follows="service",
+          ha_unit="kWh", ha_precision=2),
     Field("energy_today_wh", "Energy today", "Wh", "energy", None, 0, follows="service"),
     Field("dc_power_w", "DC power", "W", "power", "measurement", 1, follows="service",
           metric="solargw_inverter_dc_power_watts", metric_help="DC input power"),
@@ -63,9 +68,19 @@ FIELDS: tuple[Field, ...] = (
 """Every common field, in display order. ``last_seen`` is no decoded field: the store knows it
 and the MQTT publisher adds it to an inverter's state. The energy-today counter has no
 ``state_class``: it resets at dawn and can jump back (NEP), so only the ledger's lifetime
-total is offered to Home Assistant's Energy dashboard."""
+total is offered to Home Assistant's Energy dashboard.
+
+The lifetime total goes to Home Assistant in kWh (three decimals: every Wh kept) shown with two:
+"2723.17 kWh" rather than "2723172 Wh". A display precision alone cannot do that, and an MQTT
+sensor has no ``suggested_unit_of_measurement`` (its discovery schema drops unknown keys,
+checked in Home Assistant 2026.11). kWh is the unit the Energy dashboard and its users work in,
+and a sensor whose statistics began in Wh keeps them: the recorder converts within a device
+class's units. The state JSON keeps ``lifetime_wh`` in Wh for every other reader."""
 
 BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
+
+UNIT_FACTORS: dict[tuple[str, str], float] = {("Wh", "kWh"): 1000.0}
+"""``(unit, ha_unit)`` -> what a value in ``unit`` is divided by to read in ``ha_unit``."""
 
 _SUFFIX_UNITS = (("_kwh", "kWh"), ("_wh", "Wh"), ("_w", "W"), ("_v", "V"), ("_a", "A"), ("_hz", "Hz"), ("_c", "°C"))
 

@@ -581,10 +581,8 @@ def test_energy_dashboard_validates_every_lifetime_sensor(stack):
     assert len(result["energy_sources"]) == len(sensors)
 
 
-# Issue 17 point 3 (Home Assistant polish): what users saw that the appliance still publishes.
-# Strict: once the polish lands these pass, and pytest says so until the marker goes.
+# Issue 17 point 3 (Home Assistant polish): what users saw, as Home Assistant shows it now.
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue 17 point 3: the appliance device is called 'solargw solargw'")
 def test_appliance_device_is_named_once(stack):
     view = stack.view()
     appliance_id = next(iter(stack.inverter_configs().values()))["device"]["via_device"]
@@ -593,15 +591,13 @@ def test_appliance_device_is_named_once(stack):
     assert len(words) == len(set(words)), f"the appliance device is called {name!r}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue 17 point 3: NEP models show as bdm400, not the vendor's BDM-400")
 def test_nep_models_show_the_vendors_names(stack):
     view = stack.view()
     models = {oid: view.devices[c["device"]["identifiers"][0]]["model"]
               for oid, c in stack.inverter_configs().items() if oid.startswith("solargw_nep_")}
-    assert models and all(re.fullmatch(r"BDM-\d+", m or "") for m in models.values()), models
+    assert models and all(re.fullmatch(r"BDM-\d+(-LV)?", m or "") for m in models.values()), models  # BDM-1200-LV
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue 17 point 3: Enecsys devices carry no sw_version")
 def test_enecsys_devices_show_their_firmware(stack):
     view = stack.view()
     versions = {oid: view.devices[c["device"]["identifiers"][0]]["sw_version"]
@@ -609,7 +605,6 @@ def test_enecsys_devices_show_their_firmware(stack):
     assert versions and all(versions.values()), versions
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue 17 point 3: the Inverters sensor lags up to a minute")
 def test_inverters_sensor_counts_every_inverter_at_once(stack):
     """Per Home Assistant's history, the appliance's Inverters sensor reads the number of
     inverter devices within 15 s of the last one's creation."""

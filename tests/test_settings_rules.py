@@ -69,6 +69,9 @@ RULES = [
     ("zigbee", {"pan_id": 0xFFFF}, "zigbee.pan_id", "0xFFFF is not a PAN id"),
     ("zigbee", {"extended_pan_id": "d3:73:39"}, "zigbee.extended_pan_id", "is not 8 bytes in hex"),
     ("zigbee", {"extended_pan_id": "zz:73:39:d4:cb:1c:60:bb"}, "zigbee.extended_pan_id", "is not 8 bytes in hex"),
+    ("gateway", {"listen_addr": "gw.enecsys.net"}, "gateway.listen_addr", "is not an IP address"),
+    ("gateway", {"port": 0}, "gateway.port", "port number from 1 to 65535"),
+    ("gateway", {"enabled": True, "port": 80}, "gateway.port", "80 is the web service's port"),
     ("system", {"timezone": "Mars/Olympus"}, "system.timezone", "unknown time zone 'Mars/Olympus'"),
     ("system", {"hostname": "bad_name!"}, "system.hostname", "'bad_name!' is not a valid host name"),
     ("system", {"hostname": "-solargw"}, "system.hostname", "is not a valid host name"),
@@ -96,6 +99,8 @@ def test_each_rule_names_its_key(section, values, key, message):
     ("relay", {"resolver": "[::1]:5353", "address": "192.0.2.7"}),
     ("web", {"port": 0}),  # any free port (tests, the demo)
     ("zigbee", {"channel": 11, "extended_pan_id": "d373:39d4:cb1c:60bb"}),
+    ("gateway", {"enabled": True, "listen_addr": "::", "port": 5040}),
+    ("gateway", {"enabled": False, "port": 80}),  # off: no clash with the web port
 ])
 def test_good_values_pass(section, values):
     assert validate(changed(section, **values)) == {}

@@ -419,3 +419,30 @@ def test_power_chart_keeps_a_lone_reading_between_gaps():
     assert len(chart.paths) == 3
     assert [path.count(" L") for path in chart.paths] == [1, 0, 1]
     assert chart.paths[1].endswith(" l1,0")
+
+
+def test_the_gateway_listener_is_turned_on_from_the_settings_page(app, settings_file):
+    import socket
+
+    from brokers import free_port
+
+    port = free_port()
+    data = load(settings_file, env={})
+    data.gateway.listen_addr, data.gateway.port = "127.0.0.1", port
+    save(data, settings_file)
+    client = logged_in_client(app)
+    page = client.get("/settings")
+    assert b"Genuine Enecsys gateway" in page.data and b"gw.enecsys.net" in page.data
+    response = client.post("/settings/gateway", data={"csrf_token": csrf(page.data), "enabled": "1"})
+    assert response.status_code == 302
+    assert load(settings_file, env={}).gateway.enabled
+    services = app.extensions["solargw"]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as gateway:
+            assert gateway.recv(64) == b"0E0000000000cgAD83\r"  # the listener answers at once
+        assert services.appliance_status()["gateway"] in ("waiting", "1 connected")
+        page = client.get("/settings")
+        client.post("/settings/gateway", data={"csrf_token": csrf(page.data)})  # unchecked: off
+        assert not load(settings_file, env={}).gateway.enabled and services.gateway is None
+    finally:
+        services.close()

@@ -64,6 +64,7 @@ class RecordingPublisher:
     def __init__(self, fail: bool = False):
         self.published: list = []
         self.statuses: list = []
+        self.refreshes = 0
         self.fail = fail
 
     def publish(self, recorded) -> None:
@@ -73,6 +74,9 @@ class RecordingPublisher:
 
     def publish_status(self, status) -> None:
         self.statuses.append(dict(status))
+
+    def refresh_status(self) -> None:
+        self.refreshes += 1
 
     def remove(self, serial) -> None: ...
     def close(self) -> None: ...
@@ -193,13 +197,17 @@ def test_the_publisher_gets_every_recorded_reading_and_its_failure_loses_nothing
     assert "12345678" in store.latest()
 
 
-def test_appliance_status_goes_to_home_assistant_at_most_once_a_minute(settings, store):
+def test_appliance_status_is_what_the_store_knows_now_and_a_report_asks_for_it(settings, store):
     publisher = RecordingPublisher()
-    client = create_app(settings, store, publisher=publisher).test_client()
+    app = create_app(settings, store, publisher=publisher)
+    client = app.test_client()
+    svc = app.extensions["solargw"]
+    assert svc.appliance_status() == {"inverters": 0, "wifi": "not running"}
     store.set_status("net", {"state": "running"})
     post(client, "/i.php", BDM400)
     post(client, "/i.php", bytes.fromhex(NEP_BDM800["hex"]))
-    assert publisher.statuses == [{"inverters": 1, "wifi": "running"}]
+    assert publisher.refreshes == 2  # the publisher reads appliance_status() on its own thread
+    assert svc.appliance_status() == {"inverters": 2, "wifi": "running"}
 
 
 def test_timestamp_reply_orders_year_month_day():

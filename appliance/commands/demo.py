@@ -9,9 +9,10 @@ from appliance.cli import CommandError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run the web UI, MQTT, the Zigbee service and seven simulated inverters on this PC",
-        description="Start mosquitto, the emulated Zigbee coordinator with four simulated Enecsys inverters, "
-                    "the Zigbee and web services and three simulated NEP inverters; print the URL and the "
+        "demo", help="run the web UI, MQTT, the Zigbee service and ten simulated inverters on this PC",
+        description="Write a week of history, then start mosquitto, the emulated Zigbee coordinator with four "
+                    "simulated Enecsys inverters, the Zigbee and web services, a simulated Enecsys gateway with "
+                    "three inverters behind it and three simulated NEP inverters; print the URL and the "
                     "admin password; Ctrl-C stops everything.",
     )
     parser.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",

@@ -148,5 +148,43 @@ def run_enecsys(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
 
 
-FAMILIES = [register_nep, register_enecsys]
+# --- a genuine Enecsys gateway (its TCP upload stream) ----------------------------------------
+
+def register_enecsys_gateway(families: argparse._SubParsersAction) -> None:
+    parser = families.add_parser(
+        "enecsys-gateway", help="a genuine Enecsys gateway uploading its inverters' reports over TCP",
+        description="Simulated Enecsys inverters behind a genuine Enecsys gateway: it connects to HOST:PORT "
+                    "(the appliance's [gateway] listener, port 5040) and sends pings, its own reports and "
+                    "one WS= line per inverter and interval, as a real gateway does.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="where the listener is (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=5040, help="its port (default: %(default)s)")
+    parser.add_argument("--inverters", type=int, default=3, help="how many inverters (default: %(default)s)")
+    parser.add_argument("--interval", type=_positive, default=60.0,
+                        help="seconds between an inverter's reports (default: %(default)s)")
+    parser.add_argument("--ping-interval", type=_positive, default=60.0,
+                        help="seconds between the gateway's pings (default: %(default)s)")
+    parser.add_argument("--speed", type=_positive, default=1.0,
+                        help="simulated seconds per real second for the day curve (default: %(default)s)")
+    parser.add_argument("--start", type=_time_of_day, metavar="HH:MM",
+                        help="simulated time of day to start at (default: now)")
+    parser.set_defaults(func=run_enecsys_gateway)
+
+
+def run_enecsys_gateway(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from appliance.sim import enecsys_gateway
+    from appliance.sim.sun import SimClock
+
+    if args.inverters < 0:
+        raise CommandError("--inverters must not be negative")
+    if not 0 < args.port < 65536:
+        raise CommandError(f"--port {args.port} is not a port number")
+    asyncio.run(enecsys_gateway.serve(args.host, args.port, args.inverters, interval=args.interval,
+                                      ping_interval=args.ping_interval, clock=SimClock(args.start, args.speed)))
+    return 0
+
+
+FAMILIES = [register_nep, register_enecsys, register_enecsys_gateway]
 """One ``register_<family>(families_subparsers)`` per inverter family."""

@@ -275,6 +275,7 @@ def decode(frame: bytes, *, received_at: float, model: str = "", ws_extra: dict[
         kind = "info"
         info = _decode_info(payload, ieee_to_serial(ieee), all_notes)
         fields.update(info)
+        fields["firmware"] = info_firmware(info)
         model = str(info.get("model_string") or model)
     elif n == REPORT_PAYLOAD_LENGTH:
         kind = CHANNELS[channel]
@@ -298,6 +299,13 @@ def decode(frame: bytes, *, received_at: float, model: str = "", ws_extra: dict[
         energy=energy,
         notes=tuple(all_notes),
     )
+
+
+def info_firmware(info: dict[str, FieldValue]) -> str:
+    """What the inverter says of itself in its info frame, as its firmware: the model/firmware
+    string and the date beside it (``WSI-00003 (25-04-12 06:58)``); "" when it says nothing."""
+    text, date = str(info.get("model_string") or ""), str(info.get("date_string") or "")
+    return f"{text} ({date})" if text and date else text or date
 
 
 def state_name(code: int) -> str:

@@ -13,6 +13,7 @@ from appliance.settings.model import (
     AccessPointSettings,
     AdminSettings,
     DataSettings,
+    GatewaySettings,
     MqttSettings,
     PvoutputSettings,
     RelaySettings,
@@ -36,7 +37,8 @@ from appliance.settings.storage import (
 )
 
 __all__ = [
-    "AccessPointSettings", "AdminSettings", "DataSettings", "MqttSettings", "PvoutputSettings", "RelaySettings", "Settings",
+    "AccessPointSettings", "AdminSettings", "DataSettings", "GatewaySettings", "MqttSettings", "PvoutputSettings",
+    "RelaySettings", "Settings",
     "SettingsError", "SystemSettings", "UpstreamWifiSettings", "WebSettings", "ZigbeeSettings", "from_dict",
     "Problems", "advice", "describe", "require_valid", "validate",
     "DEFAULT_PATH", "file_fingerprint", "load", "load_valid", "save", "save_sections", "settings_path",

@@ -112,6 +112,16 @@ class ZigbeeSettings:
 
 
 @dataclass
+class GatewaySettings:
+    """A genuine Enecsys gateway's upload stream (:mod:`appliance.gateway`, in the web service)."""
+
+    enabled: bool = False
+    listen_addr: str = "0.0.0.0"
+    port: int = 5040
+    """The gateway always connects to 5040; another port is for tests and port forwarding."""
+
+
+@dataclass
 class SystemSettings:
     timezone: str = "UTC"
     hostname: str = "solargw"
@@ -150,6 +160,7 @@ class Settings:
     access_point: AccessPointSettings = field(default_factory=AccessPointSettings)
     upstream_wifi: UpstreamWifiSettings = field(default_factory=UpstreamWifiSettings)
     zigbee: ZigbeeSettings = field(default_factory=ZigbeeSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
     system: SystemSettings = field(default_factory=SystemSettings)
     pvoutput: PvoutputSettings = field(default_factory=PvoutputSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)

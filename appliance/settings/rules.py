@@ -131,6 +131,15 @@ def address_error(value: str) -> str | None:
     return None
 
 
+def listen_address_error(value: str) -> str | None:
+    """An address to listen on: an IP address of this machine, or 0.0.0.0 / :: for all."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"{value!r} is not an IP address (0.0.0.0 listens on every interface)"
+    return None
+
+
 def port_error(value: int, *, zero_allowed: bool = False) -> str | None:
     if zero_allowed:
         return None if 0 <= value <= 65535 else f"{value} is not a port number (0 to 65535; 0: any free port)"
@@ -330,6 +339,13 @@ def validate(settings: Settings, sections: Iterable[str] | None = None) -> Probl
     add("zigbee.channel", zigbee_channel_error(zb.channel))
     add("zigbee.pan_id", pan_id_error(zb.pan_id))
     add("zigbee.extended_pan_id", extended_pan_id_error(zb.extended_pan_id))
+
+    gw = settings.gateway
+    add("gateway.listen_addr", listen_address_error(gw.listen_addr))
+    add("gateway.port", port_error(gw.port))
+    addresses = {gw.listen_addr, settings.web.listen_addr}
+    if gw.enabled and gw.port == settings.web.port and (len(addresses) == 1 or addresses & {"0.0.0.0", "::"}):
+        add("gateway.port", f"{gw.port} is the web service's port")
 
     add("system.timezone", timezone_error(settings.system.timezone))
     add("system.hostname", hostname_error(settings.system.hostname))

@@ -67,4 +67,5 @@ def create_app(settings: Settings | None = None, store: "Store | None" = None, p
     for blueprint in blueprints():
         app.register_blueprint(blueprint)
     shared.start_uploader()
+    shared.start_gateway()  # [gateway] enabled: the Enecsys gateway's stream (appliance.gateway)
     return app

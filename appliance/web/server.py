@@ -62,6 +62,7 @@ class WebServer(BaseApplication):
             "forwarded_allow_ips": "",
             "control_socket_disable": True,  # gunicorn 27+: no shared ~/.gunicorn/gunicorn.ctl
             "when_ready": self._when_ready,
+            "post_worker_init": _start_services,
             "worker_exit": _close_services,
             **self.options,
         }
@@ -78,6 +79,14 @@ class WebServer(BaseApplication):
         from appliance.web.app import create_app
 
         return create_app(self.settings)
+
+
+def _start_services(worker) -> None:
+    """The worker's MQTT publisher connects now, not at the first inverter post: Home Assistant
+    hears the appliance's status (inverters, Wi-Fi, gateway) even where no NEP inverter posts."""
+    services = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("solargw")
+    if services is not None:
+        services.publisher  # noqa: B018 - made on first use
 
 
 def _close_services(_arbiter, worker) -> None:

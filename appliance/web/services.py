@@ -1,6 +1,6 @@
 """What the web app's views share: the settings (followed), the store, the MQTT publisher,
-the pipeline, the relay and the PVOutput uploader, as one ``Services`` object in
-``app.extensions["solargw"]``.
+the pipeline, the relay, the PVOutput uploader and the Enecsys gateway listener, as one
+``Services`` object in ``app.extensions["solargw"]``.
 
 Blueprints reach it through :func:`services`; nothing here imports a blueprint or the
 app factory. Network clients (the MQTT publisher, the relay's thread) are made lazily,
@@ -10,30 +10,26 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import TYPE_CHECKING, Any, Iterable
 
 from flask import current_app
 
 from appliance.pipeline import Pipeline
-from appliance.runtime import PublisherHolder, SettingsFollower, StatusReporter
+from appliance.runtime import PublisherHolder, SettingsFollower
 from appliance.settings import Settings, save_sections
 
 if TYPE_CHECKING:
     from appliance.store import Store
 
-STATUS_CHECK_SECONDS = 10.0
-"""How often an ingested report may look at the appliance status (it costs two store reads)."""
-STATUS_HEARTBEAT_SECONDS = 60.0
 
 
-def _make_publisher(store: "Store"):
+def _make_publisher(store: "Store", status_source: Any):
     def make(settings: Settings) -> Any:
         if not settings.mqtt.enabled:
             return None
         from appliance.mqtt import make_publisher
 
-        return make_publisher(settings, service="web", store=store)
+        return make_publisher(settings, service="web", store=store, status_source=status_source)
 
     return make
 
@@ -48,14 +44,14 @@ class Services:
         if publisher is not None:
             self.mqtt = PublisherHolder(lambda _settings: publisher, settings, follow_settings=False)
         else:
-            self.mqtt = PublisherHolder(_make_publisher(store), settings)
+            self.mqtt = PublisherHolder(_make_publisher(store, self.appliance_status), settings)
         self.pipeline = Pipeline(store, self.mqtt)
-        self.status_reporter = StatusReporter("web", publish=self.mqtt.publish_status, heartbeat=STATUS_HEARTBEAT_SECONDS)
-        self._status_checked = float("-inf")
         self._relay: Any = None
         self._relay_pid = 0
         self._uploader: Any = None
         self._uploader_pid = 0
+        self._gateway: Any = None
+        self._gateway_pid = 0
         self._lock = threading.Lock()
 
     # -- settings ------------------------------------------------------------------------------
@@ -80,8 +76,10 @@ class Services:
 
     def _settings_changed(self, old: Settings, new: Settings) -> None:
         """The publisher and the relay are made again when their sections changed."""
-        if self.mqtt.update(new):
-            self.status_reporter.force()  # the new broker hears the status at the next report
+        self.mqtt.update(new)  # a new publisher reads the status itself (appliance_status)
+        if old.gateway != new.gateway:
+            self._stop_gateway()
+            self.start_gateway()
         if old.relay != new.relay:
             with self._lock:
                 old_relay, self._relay = self._relay, None
@@ -134,24 +132,55 @@ class Services:
         if uploader is not None:
             uploader.stop()
 
-    def report_status(self, now: float | None = None) -> None:
-        """Tell Home Assistant's appliance device what this side knows (all inverters, the access
-        point): looked at after an ingested report at most every STATUS_CHECK_SECONDS, published
-        when it changed or once a minute."""
-        now = time.monotonic() if now is None else now
-        if now - self._status_checked < STATUS_CHECK_SECONDS:
-            return
-        self._status_checked = now
-        if self.publisher is None:
-            return
+    def appliance_status(self) -> dict[str, Any]:
+        """What Home Assistant's appliance device shows from this side: every inverter the store
+        knows (both services'), the access point, the gateway listener when it is on. The MQTT
+        publisher reads it every few seconds on its own thread and publishes it when it changed."""
         net = self.store.status().get("net")
-        self.status_reporter.report({
+        status: dict[str, Any] = {
             "inverters": len(self.store.inverters()),
             "wifi": net[1].get("state", "unknown") if net else "not running",
-        })
+        }
+        gateway = self.gateway
+        if gateway is not None:
+            status["gateway"] = gateway.summary()
+        return status
+
+    def report_status(self) -> None:
+        """A report was ingested: let the publisher look at the status now, not at its next poll."""
+        publisher = self.publisher
+        refresh = getattr(publisher, "refresh_status", None)
+        if refresh is not None:
+            refresh()
+
+    # -- the genuine Enecsys gateway's stream (appliance.gateway) -----------------------------------
+    @property
+    def gateway(self) -> Any:
+        """This process's gateway listener (a ``GatewayThread``), or None when ``[gateway]`` is off."""
+        return self._gateway if self._gateway_pid == os.getpid() else None
+
+    def start_gateway(self) -> None:
+        """Listen for a genuine Enecsys gateway when ``[gateway] enabled`` (after gunicorn's fork)."""
+        settings = self.settings.gateway
+        with self._lock:
+            if not settings.enabled or self.gateway is not None:
+                return
+            from appliance.gateway import GatewayThread
+
+            self._gateway = GatewayThread(settings.listen_addr, settings.port, self.pipeline, self.store)
+            self._gateway_pid = os.getpid()
+        self._gateway.start()
+        self.report_status()
+
+    def _stop_gateway(self) -> None:
+        with self._lock:
+            gateway, self._gateway = self.gateway, None
+        if gateway is not None:
+            gateway.stop()
 
     def close(self) -> None:
         self._stop_uploader()
+        self._stop_gateway()
         with self._lock:
             relay, self._relay = self._relay, None
         if relay is not None:

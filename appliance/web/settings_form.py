@@ -32,6 +32,7 @@ SECTION_FIELDS: dict[str, tuple[str, ...]] = {
     "relay": ("enabled", "host", "address", "timeout_seconds"),
     "system": ("timezone",),
     "pvoutput": ("enabled", "api_key", "system_id", "interval_minutes"),
+    "gateway": ("enabled",),
 }
 """What each settings page edits (checkboxes are the booleans)."""
 

@@ -26,6 +26,7 @@ SECTION_TITLES = {
     "upstream_wifi": "Upstream Wi-Fi (home network, for a Pi without Ethernet)",
     "mqtt": "MQTT broker (Home Assistant)",
     "relay": "Relay to the NEP portal",
+    "gateway": "Genuine Enecsys gateway",
     "system": "Time zone",
     "pvoutput": "PVOutput upload",
 }
