@@ -34,6 +34,7 @@ from pathlib import Path
 
 IMAGE_DIR = Path(__file__).resolve().parent
 GUEST_WIFI_SCRIPT = IMAGE_DIR / "guest_wifi.sh"
+GUEST_UPSTREAM_SCRIPT = IMAGE_DIR / "guest_upstream_wifi.py"
 TEST_SSID = "solargw-boottest"
 TEST_PASSPHRASE = "boot-test-passphrase"
 TEST_ADMIN_PASSWORD = "boot-test-admin"
@@ -313,16 +314,29 @@ def idle_writes(guest: Guest, seconds: float) -> dict:
             "writers_kib": {name: round(v, 1) for name, v in sorted(writers.items(), key=lambda kv: -kv[1])}}
 
 
-def run_wifi_test(guest: Guest, timeout: float = 420) -> dict:
-    """mac80211_hwsim in the guest: a client in its own netns joins the real hostapd."""
-    env = f"SSID={shlex.quote(TEST_SSID)} PASSPHRASE={shlex.quote(TEST_PASSPHRASE)}"
-    done = guest.ssh(f"{env} sh -s", stdin=GUEST_WIFI_SCRIPT.read_bytes(), timeout=timeout, check=False)
+def _result(done: subprocess.CompletedProcess, what: str) -> dict:
+    """The ``RESULT {json}`` line a guest script prints last."""
     out = done.stdout.decode(errors="replace")
     for line in reversed(out.splitlines()):
         if line.startswith("RESULT "):
             return json.loads(line[7:])
-    raise AssertionError(f"no result from the Wi-Fi test (exit {done.returncode}):\n{out[-3000:]}\n"
+    raise AssertionError(f"no result from {what} (exit {done.returncode}):\n{out[-3000:]}\n"
                          f"{done.stderr.decode(errors='replace')[-2000:]}")
+
+
+def run_wifi_test(guest: Guest, timeout: float = 420) -> dict:
+    """mac80211_hwsim in the guest: a client in its own netns joins the real hostapd."""
+    env = f"SSID={shlex.quote(TEST_SSID)} PASSPHRASE={shlex.quote(TEST_PASSPHRASE)}"
+    done = guest.ssh(f"{env} sh -s", stdin=GUEST_WIFI_SCRIPT.read_bytes(), timeout=timeout, check=False)
+    return _result(done, "the Wi-Fi test")
+
+
+def run_upstream_phase(guest: Guest, phase: str, timeout: float = 600) -> dict:
+    """One phase of the upstream Wi-Fi test in the guest (image/guest_upstream_wifi.py)."""
+    env = f"AP_SSID={shlex.quote(TEST_SSID)} AP_PASSPHRASE={shlex.quote(TEST_PASSPHRASE)}"
+    done = guest.ssh(f"{env} python3 - {shlex.quote(phase)}", stdin=GUEST_UPSTREAM_SCRIPT.read_bytes(),
+                     timeout=timeout, check=False)
+    return _result(done, f"the upstream Wi-Fi phase {phase!r}")
 
 
 def main(argv: list[str] | None = None) -> int:

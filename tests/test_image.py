@@ -289,6 +289,112 @@ def test_virt_access_point_can_be_switched_off(virt):
     assert _until_in_guest(virt, DNSMASQ_RUNNING), "dnsmasq did not come back"
 
 
+# -- the upstream Wi-Fi: AP + station on one radio (image/guest_upstream_wifi.py) -------------
+
+@pytest.fixture(scope="module")
+def upstream(virt):
+    """hwsim radios with one channel each: the appliance's, a home router's (namespace "home"),
+    an inverter's (namespace "inverter") on the appliance's access point. The phases' figures go
+    to build/boottest-virt.json under "upstream_wifi"."""
+    figures: dict = {}
+    virt.figures["upstream_wifi"] = figures
+    setup = boottest.run_upstream_phase(virt, "setup")
+    figures["combinations"] = setup.get("combinations")
+    yield setup, figures
+    cleanup = boottest.run_upstream_phase(virt, "cleanup")
+    figures["station_removed_when_off"] = cleanup.get("station_removed")
+    save_figures("virt", virt.figures)
+
+
+def test_virt_upstream_wifi_radio_has_one_channel_and_the_inverter_joins(upstream):
+    setup, _ = upstream
+    assert "error" not in setup, setup
+    assert "#channels <= 1" in setup["combinations"], setup["combinations"]
+    assert setup["access_point_freq"] == 2437, setup  # [access_point] channel 6 before any upstream
+    assert setup["inverter_associated"] and setup["inverter_ip"].startswith("10.42.0."), setup
+
+
+def test_virt_upstream_wifi_joins_the_home_network(virt, upstream):
+    """The station gets a home lease, DNS and a default route; the access point moved to the home
+    network's channel 1 and the inverter with it; the web UI and mDNS answer the home side; the
+    inverters' subnet and the home network cannot reach each other through the appliance."""
+    _, figures = upstream
+    result = boottest.run_upstream_phase(virt, "join")
+    figures["time_to_join_s"] = result.get("join_s")
+    assert "error" not in result, result
+    assert result["station_ip"] and result["station_ip"].startswith("192.168.77."), result
+    assert result["station_freq"] == result["access_point_freq"] == 2412, result
+    assert result["upstream_status"]["state"] == "connected", result["upstream_status"]
+    assert result["upstream_status"]["channel"] == result["upstream_status"]["access_point_channel"] == 1
+    assert result["default_route"].startswith("default via 192.168.77.1"), result
+    assert result["dns_answer"] == "192.168.77.1", result  # a name only the home router's DNS knows
+    assert result["inverter_after_move"] == "2412", result
+    assert result["inverter_posted"], result
+    assert result["home_web_status"] == 200 and result["home_web_has_login"], result
+    assert result["home_mdns"] == result["station_ip"], result
+    assert result["appliance_reaches_inverter"] and result["appliance_reaches_home"], result  # controls
+    assert not result["home_reaches_inverter"] and not result["inverter_reaches_home"], result
+    data = requests.get(f"http://127.0.0.1:{virt.ports[80]}/data.json", timeout=30).text
+    assert result["serial"] in data
+
+
+def test_virt_upstream_wifi_follows_the_home_network_s_channel_change(virt, upstream):
+    _, figures = upstream
+    result = boottest.run_upstream_phase(virt, "channel")
+    figures["time_to_follow_channel_change_s"] = result.get("follow_s")
+    figures["inverter_on_new_channel_after_s"] = result.get("inverter_follow_s")
+    assert "error" not in result, result
+    assert result["before"] == {"station": 2412, "access_point": 2412}, result
+    assert result["home_freq"] == 2462, result
+    assert result["follow_s"] is not None and result["follow_s"] <= 60, result
+    assert result["after"] == {"station": 2462, "access_point": 2462}, result
+    assert result["inverter_freq"] == "2462" and result["inverter_follow_s"] is not None, result
+    assert result["inverter_posted"], result
+    assert result["upstream_status"]["channel_moves"] >= 2, result["upstream_status"]
+
+
+def _status_page(virt) -> str:
+    """The status page as the owner sees it, logged in."""
+    session = requests.Session()
+    base = f"http://127.0.0.1:{virt.ports[80]}"
+    login = session.get(f"{base}/login", timeout=30)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login.text).group(1)
+    session.post(f"{base}/login", data={"csrf_token": token, "password": boottest.TEST_ADMIN_PASSWORD},
+                 timeout=30)
+    page = session.get(f"{base}/status", timeout=30)
+    assert page.status_code == 200, page.status_code
+    return page.text
+
+
+def test_virt_upstream_wifi_wrong_passphrase_is_shown_not_a_restart_loop(virt, upstream):
+    _, figures = upstream
+    result = boottest.run_upstream_phase(virt, "wrong")
+    figures["wrong_passphrase_shown_after_s"] = result.get("shown_s")
+    assert "error" not in result, result
+    assert "wrong passphrase" in result["upstream_status"]["problem"], result
+    assert result["still_shown"] and result["service_untouched"], result
+    assert result["hostapd"] == "active" and result["inverter_state"] == "COMPLETED", result
+    assert result["inverter_posted"], result
+    assert "wrong passphrase: the home network refused the key" in _status_page(virt)
+
+
+def test_virt_upstream_wifi_home_network_absent_at_start(virt, upstream):
+    """Home router gone, the appliance's services started again as at boot: the access point
+    serves the inverters, the station keeps looking and says so; the router comes back on
+    channel 11: the station joins and the access point follows."""
+    _, figures = upstream
+    result = boottest.run_upstream_phase(virt, "absent")
+    figures["inverter_back_after_restart_s"] = result.get("inverter_back_s")
+    figures["time_to_rejoin_s"] = result.get("rejoin_s")
+    assert "error" not in result, result
+    assert result["hostapd"] == "active" and result["access_point_freq"] == 2437, result
+    assert result["inverter_back_s"] is not None and result["inverter_posted"], result
+    assert result["not_found"] and result["still_looking"]["state"] == "home network not found", result
+    assert result["failed_units"] == [] and result["service_untouched"], result
+    assert result["rejoin_s"] is not None, result
+    assert result["upstream_status"]["state"] == "connected", result
+
+
 def test_virt_wifi_firmware_for_every_model(virt):
     # Pi 3 B and Zero 2 W: BCM43430; Pi 3 B+/3 A+/4/400/CM4: BCM43455; each board has its NVRAM file.
     # test -s follows the symbolic links Debian ships for some of them: the target must be there.

@@ -12,6 +12,8 @@ output, or every second. Then:
   anything changes; if any step refuses, the old configuration keeps serving and the error is
   logged once and reported in the status.
 - dnsmasq died: restart it after a backoff (0.5 s doubling to 30 s; reset once it ran 30 s).
+- ``[upstream_wifi]``: the station interface, its wpa_supplicant child and the channel follower
+  (``upstream.UpstreamWifi``: applied with the settings, ticked with the loop).
 Status (dnsmasq state, leases and stations, last error) goes to the store as ``net``, when it
 changed or once a minute (:class:`appliance.runtime.StatusReporter`).
 """
@@ -26,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from appliance import settings as settings_module
-from appliance.net import clients, dnsmasq, firewall, wpa
+from appliance.net import clients, dnsmasq, firewall
 from appliance.net.addressing import NetConfigError
 from appliance.net.interface import InterfaceError, ensure_address
 from appliance.net.plan import NetPlan, RuntimePaths, build, with_interface
+from appliance.net.upstream import UpstreamWifi
 from appliance.runtime import ServiceError, SettingsFollower, StatusReporter
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ class NetService:
         *,
         interface: str | None = None,
         dnsmasq_binary: str = "dnsmasq",
+        wpa_supplicant_binary: str = "wpa_supplicant",
         nft_binary: str = "nft",
         use_firewall: bool = True,
     ) -> None:
@@ -64,6 +68,7 @@ class NetService:
         self.nft_binary = nft_binary
         self.use_firewall = use_firewall
         self.child = dnsmasq.DnsmasqProcess(paths.dnsmasq_conf, dnsmasq_binary)
+        self.upstream = UpstreamWifi(paths.run_dir, wpa_supplicant_binary)
         self.follower = SettingsFollower(settings_path, adjust=lambda s: with_interface(s, interface), recover=True)
         self.reporter = StatusReporter("net", self._status_store, heartbeat=STATUS_HEARTBEAT_SECONDS)
         self._store: Any = None
@@ -73,7 +78,6 @@ class NetService:
         self.config_error = ""
         self.plan_error = ""
         self.interface_error = ""
-        self.upstream_wifi_error = ""
         self.firewall_state = "not applied"
         self.dnsmasq_error = ""
         self.restarts = 0
@@ -122,7 +126,8 @@ class NetService:
         try:
             while self._stop_signal is None:
                 self._tick()
-                watched = [wake_fd] + ([self.child.log_fd()] if self.child.log_fd() is not None else [])
+                watched = [wake_fd] + [fd for fd in (self.child.log_fd(), self.upstream.log_fd())
+                                       if fd is not None]
                 try:
                     select.select(watched, [], [], self._timeout())
                 except InterruptedError:
@@ -149,6 +154,7 @@ class NetService:
             self._next_refresh = now + REFRESH_SECONDS
             self.reconfigure()
         self._watch_child(now)
+        self._dirty |= self.upstream.tick(now)
         if self.use_firewall and self.current and now >= self._next_firewall_check:
             self._next_firewall_check = now + FIREWALL_CHECK_SECONDS
             if not firewall.present(self.nft_binary):
@@ -181,24 +187,7 @@ class NetService:
         if plan_error:
             return
         self._ensure_address(self.current)
-        self._ensure_upstream_wifi(settings)
-
-    def _ensure_upstream_wifi(self, settings: settings_module.Settings) -> None:
-        """The upstream client's virtual interface, so ``wpa_supplicant@<it>`` can start."""
-        up = settings.upstream_wifi
-        if not up.enabled:
-            self.upstream_wifi_error = ""
-            return
-        try:
-            if wpa.ensure_station_interface(settings.access_point.interface, up.interface):
-                log.info("added Wi-Fi client interface %s", up.interface)
-            error = ""
-        except InterfaceError as exc:
-            error = str(exc)
-        if error != self.upstream_wifi_error:
-            if error:
-                log.error("upstream Wi-Fi: %s", error)
-            self.upstream_wifi_error, self._dirty = error, True
+        self._dirty |= self.upstream.apply(settings)
 
     def _apply(self, new: NetPlan) -> None:
         old = self.current
@@ -326,7 +315,7 @@ class NetService:
                         "error": self.dnsmasq_error},
             "config_error": self.config_error,
             "interface_error": self.interface_error,
-            "upstream_wifi_error": self.upstream_wifi_error,
+            "upstream_wifi": self.upstream.status(),
             "firewall": self.firewall_state if self.use_firewall else "disabled",
         }
         if plan is not None and plan.serving:
@@ -362,6 +351,7 @@ class NetService:
         if self._stop_signal is not None:
             log.info("%s: stopping dnsmasq", signal.Signals(self._stop_signal).name)
         self.child.stop()
+        self.upstream.stop()
         self._write_status("stopped")
         signal.set_wakeup_fd(-1)
 
