@@ -38,6 +38,7 @@ import requests
 
 from appliance.protocols.nep import build_request
 from appliance.sim import nep_inverters
+from support.waiting import wait_for
 from support.web_service import RunningWeb, running_web, start_web
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -100,13 +101,11 @@ def rss_kib(pids: list[int]) -> int:
 
 
 def worker_pid(web: RunningWeb, old: int | None = None, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def worker() -> int | None:
         children = [pid for pid in process_tree(web.process.pid) if pid != web.process.pid and pid != old]
-        if children:
-            return children[0]
-        time.sleep(0.1)
-    raise AssertionError(f"no worker under {web.process.pid}:\n{web.log()}")
+        return children[0] if children else None
+
+    return wait_for(worker, timeout, lambda: f"a worker under {web.process.pid}:\n{web.log()}", interval=0.1)
 
 
 def stored_frames(data_dir: Path) -> set[str]:

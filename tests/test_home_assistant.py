@@ -110,15 +110,17 @@ class Process:
 
     def serials(self, count: int, timeout: float = 30.0) -> list[str]:
         """The serials a simulator prints at start (``inverter <serial> ...``)."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def printed() -> list[str] | None:
             found = re.findall(r"^inverter (\S+) ", self.log_path.read_text(errors="replace"), re.M)
             if len(found) >= count:
                 return found[:count]
-            if self.popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} printed {len(found)} of {count} inverters:\n"
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited having printed {len(found)} of {count} inverters:\n"
                                    + self.log_path.read_text(errors="replace")[-3000:])
-            time.sleep(0.2)
+            return None
+
+        return wait_for(printed, timeout, lambda: f"{self.name} to print {count} inverters:\n"
+                        + self.log_path.read_text(errors="replace")[-3000:], interval=0.2)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from appliance.protocols import enecsys
 from appliance.sim.enecsys_gateway import SimulatedGateway
 from appliance.sim.sun import SimClock
 from support.ports import free_port
+from support.waiting import wait_for
 from support.web_service import running_web
 
 pytestmark = pytest.mark.slow
@@ -78,13 +79,13 @@ def test_the_gateway_listener_follows_the_settings_file(tmp_path):
         data = tomllib.loads(web.settings_path.read_text())
         data["gateway"] = {"enabled": True, "listen_addr": "127.0.0.1", "port": port}
         web.settings_path.write_text(tomli_w.dumps(data))
-        deadline = time.monotonic() + 15
-        while True:
+
+        def listening() -> bool:
             requests.get(web.url + "data.json", timeout=5)  # a request takes the new file into use
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
+                return True
             except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"the listener did not start; log:\n{web.log()}") from None
-                time.sleep(0.2)
+                return False
+
+        wait_for(listening, 15, lambda: f"the listener to start; log:\n{web.log()}", interval=0.2)

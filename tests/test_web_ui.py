@@ -18,6 +18,7 @@ from appliance.store import Store
 from appliance.settings import rules
 from appliance.web.app import create_app
 from support.readings import enecsys_reading, nep_reading
+from support.waiting import wait_for
 from support.webui import PASSWORD, csrf, logged_in, set_password
 
 
@@ -314,10 +315,8 @@ def test_mqtt_settings_reconnect_the_publisher_without_restart(tmp_path):
         assert client.post("/settings/mqtt", data=form).status_code == 302
         assert load(path, env={}).mqtt.port == broker.port
         client.post("/i.php", data=body)
-        deadline = time.monotonic() + 15
-        while not any("12345678" in topic for topic in messages.topics()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert any("12345678" in topic for topic in messages.topics()), sorted(messages.topics())
+        wait_for(lambda: any("12345678" in topic for topic in messages.topics()), 15,
+                 lambda: f"a message about 12345678; topics: {sorted(messages.topics())}", interval=0.2)
         assert app.extensions["solargw"].publisher is not old_publisher
         assert "connected to 127.0.0.1:" in client.get("/status").data.decode()
     app.extensions["solargw"].close()
