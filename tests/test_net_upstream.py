@@ -20,6 +20,7 @@ from pyroute2.netlink.nl80211 import NL80211_NAMES, nl80211cmd
 from appliance.net import ctrl, follow, hostapd, radio, upstream, wpa
 from appliance.net.follow import Sighting
 from appliance.settings import AccessPointSettings, Settings, UpstreamWifiSettings
+from support.waiting import wait_for
 
 
 # -- channels and the follow decision ----------------------------------------------------------
@@ -242,10 +243,13 @@ def test_a_monitor_receives_the_events(tmp_path):
         monitor.attach()
         daemon.push("CTRL-EVENT-NETWORK-NOT-FOUND")
         daemon.push("CTRL-EVENT-SCAN-STARTED ")
-        deadline = time.monotonic() + 5
         events: list[str] = []
-        while len(events) < 2 and time.monotonic() < deadline:
-            events += monitor.events()
+
+        def two_events() -> bool:
+            events.extend(monitor.events())
+            return len(events) >= 2
+
+        wait_for(two_events, 5, lambda: f"two events; got {events}")
         assert events == ["CTRL-EVENT-NETWORK-NOT-FOUND", "CTRL-EVENT-SCAN-STARTED"]
         assert monitor.events() == [] and monitor.attached
     finally:
@@ -298,11 +302,14 @@ def stand_in_supplicant(tmp_path: Path, lines: list[str], then: str = "sleep 60"
 
 
 def run_until(wifi: upstream.UpstreamWifi, condition, seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, wifi.status()
+    """Tick ``wifi`` until ``condition`` holds."""
+    def ticked() -> bool:
+        if condition():
+            return True
         wifi.tick(time.monotonic())
-        time.sleep(0.05)
+        return False
+
+    wait_for(ticked, seconds, lambda: f"the condition; status: {wifi.status()}")
 
 
 def test_home_network_not_found_comes_from_the_monitor(tmp_path, fake_radio):
