@@ -36,11 +36,17 @@ SERVICE_ARGS = {"web": ["web", "--bind", "127.0.0.1:0"], "zigbee": ["zigbee", "-
 SERVICES = {"web": "listening on", "zigbee": "cannot talk to the stick"}
 
 
-def solargw(*args: str, tmp_path: Path, settings: Path | None = None, timeout: float = 15) -> subprocess.CompletedProcess:
+def solargw_env(tmp_path: Path, settings: Path) -> dict[str, str]:
+    """This environment without the variables solargw reads, pointed at ``settings`` and a data
+    directory in ``tmp_path``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SOLARGW_", "NEP_"))}
-    env["SOLARGW_SETTINGS"] = str(settings or tmp_path / "absent.toml")
-    env["SOLARGW_DATA_DIR"] = str(tmp_path / "data")
-    return subprocess.run([SOLARGW, *args], capture_output=True, text=True, timeout=timeout, env=env,
+    env.update(SOLARGW_SETTINGS=str(settings), SOLARGW_DATA_DIR=str(tmp_path / "data"))
+    return env
+
+
+def solargw(*args: str, tmp_path: Path, settings: Path | None = None, timeout: float = 15) -> subprocess.CompletedProcess:
+    return subprocess.run([SOLARGW, *args], capture_output=True, text=True, timeout=timeout,
+                          env=solargw_env(tmp_path, settings or tmp_path / "absent.toml"),
                           cwd=tmp_path, stdin=subprocess.DEVNULL)
 
 
@@ -69,10 +75,9 @@ def test_bad_settings_file_is_refused_in_one_line(tmp_path, command, kind):
 def run_until(argv: list[str], ready: str, tmp_path: Path, settings: Path, timeout: float = 45) -> str:
     """Start ``solargw *argv``, wait until ``ready`` appears in its output, stop it (SIGTERM);
     everything it wrote."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOLARGW_", "NEP_"))}
-    env.update(SOLARGW_SETTINGS=str(settings), SOLARGW_DATA_DIR=str(tmp_path / "data"))
     service = subprocess.Popen([SOLARGW, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
+                               stdin=subprocess.DEVNULL, text=True, env=solargw_env(tmp_path, settings),
+                               start_new_session=True)
     seen = ""
     try:
         while ready not in seen:

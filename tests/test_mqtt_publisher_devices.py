@@ -1,6 +1,6 @@
 """The devices and entities the publisher announces, as Home Assistant users saw them (issue 17,
-item 3), each against a real mosquitto: the appliance named once, the inverter count that follows the store, the vendor's model names, the firmware
-an inverter tells, and lifetime energy in kWh."""
+item 3), each against a real mosquitto: the appliance named once, the inverter count that follows
+the store, the vendor's model names, the firmware an inverter tells, and lifetime energy in kWh."""
 from __future__ import annotations
 
 import time

@@ -50,6 +50,15 @@ def fleet_for(emu, serials=SERIALS, **options) -> InverterFleet:
     return InverterFleet(emu, serials, **options)
 
 
+async def stop_all(service: ZigbeeService, running: asyncio.Task, fleet: InverterFleet,
+                   emu: CoordinatorEmulator) -> None:
+    """Stop the service (it must end within 10 s), then the inverters, then the stick."""
+    service.stop()
+    await asyncio.wait_for(running, 10)
+    await fleet.stop()
+    await emu.stop()
+
+
 @pytest.mark.slow
 def test_inverters_handshake_report_to_store_and_mqtt_and_junk_is_counted(tmp_path):
     async def scenario(broker, log):
@@ -138,10 +147,7 @@ def test_inverters_handshake_report_to_store_and_mqtt_and_junk_is_counted(tmp_pa
         await until(lambda: len(opened()) >= 3, 5, "permit-join renewals")
         assert emu.events_named("permit_join")[-1].detail["duration"] == 254 and emu.permit_join
 
-        service.stop()
-        await asyncio.wait_for(running, 10)
-        await fleet.stop()
-        await emu.stop()
+        await stop_all(service, running, fleet, emu)
         publisher.close()
 
     with mosquitto() as broker, broker.subscribe("solargw/#") as log:
@@ -191,10 +197,7 @@ def test_no_stick_then_stick_then_dropped_link(tmp_path):
         assert (fresh.pan_id, fresh.channel, fresh.stack_profile) == (0x02AA, 13, 0)
         assert store.status()["zigbee"][1]["coordinator_ieee"] == "00:12:4b:00:11:22:33:44"
 
-        service.stop()
-        await asyncio.wait_for(running, 10)
-        await fleet.stop()
-        await fresh.stop()
+        await stop_all(service, running, fleet, fresh)
 
     asyncio.run(scenario())
 
@@ -219,10 +222,7 @@ def test_stock_firmware_is_diagnosed(tmp_path):
         await until(lambda: service.status.get("firmware_warning"), 15, "the firmware diagnosis")
         assert "ENCSYS-SOLAR-NET" in store.status()["zigbee"][1]["firmware_warning"]
         assert not store.latest()
-        service.stop()
-        await asyncio.wait_for(running, 10)
-        await fleet.stop()
-        await emu.stop()
+        await stop_all(service, running, fleet, emu)
 
     asyncio.run(scenario())
 
@@ -408,10 +408,7 @@ def test_fifty_inverters_joining_at_once_are_all_answered_and_report(tmp_path):
         await until(lambda: len(store.latest()) == 50 and all(
             r.kind == "report" for r in store.latest().values()), 20, "a report of each in the store")
         assert service.frames.handshakes == 50
-        service.stop()
-        await asyncio.wait_for(running, 10)
-        await fleet.stop()
-        await emu.stop()
+        await stop_all(service, running, fleet, emu)
 
     asyncio.run(scenario())
 
@@ -466,10 +463,7 @@ def test_a_frame_that_claims_another_inverters_identity_is_refused_and_kept(tmp_
         assert emu.events_named("ieee_addr_answered")[-1].detail["nwk"] == emu.nwk_of(fleet.inverters[0])
         assert len(refused()) == 4
 
-        service.stop()
-        await asyncio.wait_for(running, 10)
-        await fleet.stop()
-        await emu.stop()
+        await stop_all(service, running, fleet, emu)
 
     asyncio.run(scenario())
 
@@ -494,10 +488,7 @@ def test_inverters_behind_a_realistic_radio_all_report(tmp_path):
         assert min(fleet.latencies()) >= 2 * radio.hop_delay
         await until(lambda: len(store.latest()) == 10, 20, "a reading of each in the store")
         assert emu.air.stats.lost > 0 and emu.air.stats.aps_retries > 0
-        service.stop()
-        await asyncio.wait_for(running, 10)
-        await fleet.stop()
-        await emu.stop()
+        await stop_all(service, running, fleet, emu)
 
     asyncio.run(scenario())
 
