@@ -80,11 +80,13 @@ class WebServer(BaseApplication):
 
 
 def _close_services(_arbiter, worker) -> None:
-    """Close the MQTT publisher and the relay as the worker exits (its last will stays unsent)."""
+    """Close the MQTT publisher and the relay as the worker exits (its last will stays unsent), and
+    the store (its last group commit: what waits in RAM reaches the card before a reboot)."""
     app = getattr(worker, "wsgi", None)
     services = getattr(app, "extensions", {}).get("solargw")
     if services is not None:
         services.close()
+        services.store.close()
 
 
 def check_bind(bind: str) -> str | None:

@@ -1,0 +1,607 @@
+"""The readings store: a working copy in RAM, written behind to the SD card in group commits.
+
+DESIGN (figures from ``python -m bench sdwear``, 20 NEP inverters every 5 min and 20
+Enecsys every 60 s over a 14-hour day):
+
+- Before, every reading was its own transaction on the card: ~40 KiB written per reading
+  (about 10 WAL pages: the row, a (serial, time) index with one insertion point per
+  inverter, the ledger, counters, latest, status, the change log, then the checkpoint
+  copy), ~865 MB a day, plus 32 KiB a minute of status heartbeats when idle.
+- Now every write lands in a second SQLite database on a RAM file system
+  (``/run/solargw``, systemd's RuntimeDirectory): inverters, ledger, today's energy,
+  latest values, counters, status, the change log, rejected frames, the newest frames and
+  the readings not yet on the card. Both writers (web for NEP, zigbee for Enecsys) and
+  every reader use it, so the UI, /metrics, /data.json and MQTT see a reading the moment
+  it is recorded. The ledger is updated in the same transaction as the reading.
+- The card gets a group commit when the oldest unwritten change is ``flush_seconds`` old
+  (the loss window, default 300 s), every ``DIAGNOSTICS_EVERY`` periods the diagnostics,
+  and everything at close. Idle, nothing is written at all: status and heartbeats stay in
+  RAM. History is written at ``history_seconds`` resolution (the newest reading of each
+  5-minute bucket per inverter; 0 keeps every reading), fields deflated (``codec``), in a
+  table indexed by time only, in 1 KiB pages (``schema``); raw frames stay in RAM (the
+  newest 20 per inverter).
+- A service restart loses nothing (the RAM file system outlives the process); a power cut
+  loses at most the last ``flush_seconds`` (the card's commits are fsynced: synchronous=FULL).
+  Neither can corrupt a database (SQLite transactions on both sides) or make a total go
+  down: the ledger on the card is always the one that matches the history written with
+  it; after a power cut it resumes from there, and the inverters' own counters, which kept
+  counting, bring it to the exact total at their next report (``InverterInfo.resumed``
+  until then).
+- The working copy is bounded: queued readings are capped (``queue_limit``, thinned to the
+  history resolution first), frames, rejected frames and the change log are capped, and
+  only today's and yesterday's energy rows stay once written.
+- A card that refuses writes (remounted read-only, full) loses nothing: readings stay
+  queued, ``health()`` says what is wrong and since when, the log says it once a minute,
+  and the first commit that succeeds writes the queue.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from appliance.energy import LedgerState, advance
+from appliance.reading import Reading
+from appliance.store import codec, flush as writeback
+from appliance.store.card import Card, StoreError
+from appliance.store.records import InverterInfo, LatestReading, Recorded, RejectedFrame, StoreHealth
+from appliance.store.schema import DB_NAME, RAM, RAM_DB_NAME, SHARED, columns, connect, create, setup_ram
+
+if TYPE_CHECKING:
+    from appliance.settings import Settings
+
+log = logging.getLogger("appliance.store")
+
+FLUSH_SECONDS = 300
+HISTORY_SECONDS = 300
+REJECTED_KEPT = 500
+CHANGES_KEPT = 2000
+QUEUE_LIMIT = 20_000
+"""Readings waiting for the card, at most (~450 bytes each in RAM). Past it the queue is thinned
+to what the card would keep anyway (one per inverter per ``history_seconds``: three days of the
+reference load), then the oldest are dropped and counted (``readings_dropped``)."""
+COMPACT_EVERY_SECONDS = 3600
+SEEDED = ("inverters", "ledger", "latest", "counters", "rejected")
+"""Tables the working copy starts from, whole, when it is made (after a reboot)."""
+
+
+def _json(value: Mapping[str, Any]) -> str:
+    return json.dumps(dict(value), separators=(",", ":"), default=list)
+
+
+def local_day(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).date().isoformat()
+
+
+def ram_path(data_dir: Path, ram_dir: str | os.PathLike | None = None) -> Path:
+    """Where the working copy of ``data_dir`` lives: in ``ram_dir``, else systemd's RuntimeDirectory
+    of the running service (``$RUNTIME_DIRECTORY``), else beside the database (no RAM file system:
+    for development; nothing is saved on writes then)."""
+    chosen = ram_dir or os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if not chosen or Path(chosen).resolve() == data_dir.resolve():
+        return data_dir / RAM_DB_NAME
+    tag = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:8]  # one per data directory
+    return Path(chosen) / f"{Path(RAM_DB_NAME).stem}-{tag}.db"
+
+
+class Store:
+    def __init__(self, data_dir: Path | str, *, full_resolution_days: int = 7, keep_days: int = 730,
+                 ram_dir: str | os.PathLike | None = None, flush_seconds: float = FLUSH_SECONDS,
+                 history_seconds: float = HISTORY_SECONDS, queue_limit: int = QUEUE_LIMIT):
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DB_NAME
+        self.ram_path = ram_path(self.data_dir, ram_dir)
+        self.full_resolution_days = full_resolution_days
+        self.keep_days = keep_days
+        self.flush_seconds = max(1.0, float(flush_seconds))
+        self.history_seconds = max(0.0, float(history_seconds))
+        self.queue_limit = queue_limit
+        self.tick = min(writeback.RETRY_SECONDS, self.flush_seconds / 5)
+        """How often the flusher looks at this store (a commit is due ``flush_seconds`` after the
+        oldest unwritten change, give or take one tick)."""
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._flush_lock = threading.RLock()
+        self._logged_failure = 0.0
+        self._next_attempt = 0.0
+        self._registered = False
+        self.card = Card(self.path)
+        try:
+            self._open_ram()
+        except BaseException:
+            self.close_connections()
+            raise
+        self._register()
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "Store":
+        data = settings.data
+        return cls(
+            settings.data_dir,
+            full_resolution_days=data.full_resolution_days,
+            keep_days=data.keep_days,
+            ram_dir=getattr(data, "ram_dir", "") or None,
+            flush_seconds=getattr(data, "flush_seconds", FLUSH_SECONDS),
+            history_seconds=getattr(data, "history_seconds", HISTORY_SECONDS),
+        )
+
+    # -- connections -------------------------------------------------------------------
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection to the working copy (sqlite3 connections must not be shared by
+        threads at once)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = connect(str(self.ram_path))
+            with self._connections_lock:
+                self._connections.append(db)
+            setup_ram(db)
+            self._local.db = db
+        return db
+
+    def _write(self) -> "_Transaction":
+        if not self._registered:
+            self._register()
+        return _Transaction(self._db)
+
+    def _register(self) -> None:
+        self._registered = True
+        writeback.FLUSHER.add(self)
+
+    def _open_ram(self) -> None:
+        directory = self.ram_path.parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.ram_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o660))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"cannot create the working copy {self.ram_path}: {exc.strerror}") from None
+        try:
+            db = self._db
+            create(db, SHARED, RAM)
+            self._adopt_card(db)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the working copy {self.ram_path}: {exc}") from None
+
+    def _adopt_card(self, db: sqlite3.Connection) -> None:
+        """Fill a new working copy from the card (after a reboot), or one made for another database."""
+        identity = self.card.identity()
+        if self._meta(db).get("card") == identity:
+            return
+        with _Transaction(db):
+            before = self._meta(db).get("card")
+            if before == identity:
+                return
+            if before is not None:
+                log.warning("the working copy %s was made for another database: starting it again from %s",
+                            self.ram_path, self.path)
+                for table in (*SEEDED, "energy_days", "recent", "resumed", "changes", "status"):
+                    db.execute(f"DELETE FROM {table}")
+            self._seed(db)
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('card', ?)", (identity,))
+
+    def _seed(self, db: sqlite3.Connection) -> None:
+        card = self.card.connection()
+        yesterday = (datetime.now().date() - timedelta(days=1)).isoformat()
+        for table, where, args in [*((t, "", ()) for t in SEEDED), ("energy_days", " WHERE day >= ?", (yesterday,))]:
+            rows = card.execute(f"SELECT * FROM {table}{where}", args)
+            names = [d[0] for d in rows.description]
+            wanted = [n for n in names if n in set(columns(db, table))]
+            picks = [names.index(n) for n in wanted]
+            db.executemany(f"INSERT OR REPLACE INTO {table} ({', '.join(wanted)}) VALUES ({', '.join('?' * len(wanted))})",
+                           ([row[i] for i in picks] for row in rows))
+        # Last-seen times and latest values reach the card hourly, the history every flush: where the
+        # history is newer, it tells what the card's copy of them missed.
+        newest = card.execute(
+            "SELECT serial, MAX(timestamp) AS timestamp, kind, fields FROM readings"
+            " WHERE timestamp >= (SELECT MAX(timestamp) FROM readings) - 86400 GROUP BY serial").fetchall()
+        for row in newest:
+            db.execute("UPDATE inverters SET last_seen = MAX(last_seen, ?) WHERE serial = ?",
+                       (row["timestamp"], row["serial"]))
+            db.execute(
+                "INSERT INTO latest SELECT serial, ?, ?, model, 0, ?, '{}', '', '' FROM inverters WHERE serial = ?"
+                " ON CONFLICT(serial) DO UPDATE SET timestamp=excluded.timestamp, kind=excluded.kind,"
+                " fields=excluded.fields, raw='{}', frame='', source='' WHERE excluded.timestamp > latest.timestamp",
+                (row["timestamp"], row["kind"], _json(codec.unpack(row["fields"])), row["serial"]))
+        # The ledger on the card may be a few minutes behind what was published before the RAM was lost.
+        db.execute("INSERT OR IGNORE INTO resumed SELECT serial FROM ledger")
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+            self._local = threading.local()
+        for db in connections:
+            db.close()
+        self.card.close()
+
+    def close(self) -> None:
+        """Write everything waiting to the card, then close every thread's connection; a later call
+        opens a fresh one. The working copy stays for the next start."""
+        writeback.FLUSHER.discard(self)
+        self._registered = False
+        with self._flush_lock:
+            try:
+                meta = self._meta()
+                if meta.get("dirty_since") is not None or meta.get("diagnostics_dirty_since") is not None:
+                    writeback.flush(self, diagnostics=True)
+            except sqlite3.Error:
+                log.exception("writing the working copy to the card at close")
+            self.close_connections()
+
+    # -- the write-behind ------------------------------------------------------------------
+    def flush(self) -> bool:
+        """Write everything waiting to the card now; False when the card refused (see ``health``)."""
+        with self._flush_lock:
+            return writeback.flush(self, diagnostics=True)
+
+    def _maintain(self) -> None:
+        """Called by the flusher thread every ``tick``: commit what is due, compact hourly."""
+        with self._flush_lock:
+            if not self._registered:
+                return
+            now = time.time()
+            meta = self._meta()
+            due = self._due(meta.get("dirty_since"), self.flush_seconds, now)
+            diagnostics = self._due(meta.get("diagnostics_dirty_since"),
+                                    self.flush_seconds * writeback.DIAGNOSTICS_EVERY, now)
+            if (due or diagnostics) and time.monotonic() >= self._next_attempt:
+                if not writeback.flush(self, diagnostics=diagnostics):
+                    self._next_attempt = time.monotonic() + writeback.RETRY_SECONDS
+            if now - float(meta.get("last_compaction") or 0) >= COMPACT_EVERY_SECONDS and meta.get("health") == "ok":
+                self.compact(now)
+
+    def _due(self, since: Any, period: float, now: float) -> bool:
+        return since is not None and (now - float(since) >= period - self.tick or now < float(since) - 60)
+
+    def _meta(self, db: sqlite3.Connection | None = None) -> dict[str, Any]:
+        return {row[0]: row[1] for row in (db or self._db).execute("SELECT key, value FROM meta")}
+
+    @staticmethod
+    def _mark(db: sqlite3.Connection, *, readings: bool = True, urgent_by: float | None = None) -> None:
+        """Note an unwritten change (the flusher commits it within ``flush_seconds``)."""
+        now = time.time()
+        keys = ("dirty_since", "diagnostics_dirty_since") if readings else ("diagnostics_dirty_since",)
+        db.execute(f"UPDATE meta SET value = COALESCE(value, ?) WHERE key IN ({', '.join('?' * len(keys))})",
+                   (now, *keys))
+        counters = ("changes", "diagnostics_changes") if readings else ("diagnostics_changes",)
+        db.execute(f"UPDATE meta SET value = COALESCE(value, 0) + 1 WHERE key IN ({', '.join('?' * len(counters))})",
+                   counters)
+        if urgent_by is not None:  # a user's edit: on the card within a tick
+            db.execute("UPDATE meta SET value = MIN(value, ?) WHERE key = 'dirty_since'", (urgent_by,))
+
+    def health(self) -> StoreHealth:
+        """Whether the card takes the group commits, and what waits for it (every service sees the
+        same: it lives in the working copy)."""
+        db = self._db
+        meta = self._meta(db)
+        queued, oldest = db.execute("SELECT COUNT(*), MIN(timestamp) FROM recent WHERE flushed = 0").fetchone()
+        return StoreHealth(
+            state=meta.get("health") or "ok", since=writeback.meta_value(meta, "health_since"), queued=queued,
+            oldest_queued=oldest, message=meta.get("health_message") or "",
+            last_flush=writeback.meta_value(meta, "last_flush"))
+
+    # -- writing ---------------------------------------------------------------------------
+    def record(self, reading: Reading, source: str = "", also_count: tuple[str, ...] = ()) -> Recorded:
+        """Store one decoded reading: inverter, latest, history and the energy ledger, atomically.
+
+        ``also_count`` names counters (of the reading's family) bumped in the same transaction:
+        one transaction per packet (in RAM; the card gets them in the next group commit)."""
+        if not reading.checksum_ok:
+            raise ValueError(f"refusing a frame that failed its checksum (serial {reading.serial})")
+        ts = reading.timestamp
+        delta = 0.0
+        with self._write() as db:
+            self._upsert_inverter(db, reading)
+            if reading.energy is not None:
+                self._load_day(db, reading.serial, local_day(ts))
+                delta = self._advance_ledger(db, reading, ts)
+                db.execute("DELETE FROM resumed WHERE serial = ?", (reading.serial,))
+            if reading.kind in ("report", "alarm"):
+                fields, raw = _json(reading.fields), _json(reading.raw)
+                db.execute(
+                    "INSERT INTO latest VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(serial) DO UPDATE SET"
+                    " timestamp=excluded.timestamp, kind=excluded.kind, model=excluded.model,"
+                    " model_guessed=excluded.model_guessed, fields=excluded.fields, raw=excluded.raw,"
+                    " frame=excluded.frame, source=excluded.source WHERE excluded.timestamp >= latest.timestamp",
+                    (reading.serial, ts, reading.kind, reading.model, int(reading.model_guessed),
+                     fields, raw, reading.frame.hex(), source),
+                )
+                queued = db.execute(
+                    "INSERT INTO recent (serial, timestamp, kind, fields, frame) VALUES (?,?,?,?,?)",
+                    (reading.serial, ts, reading.kind, fields, reading.frame),
+                ).lastrowid
+                if queued % 100 == 0:
+                    self._bound_queue(db)
+            for name in ("readings_recorded", *also_count):
+                self._bump(db, name, reading.family)
+            self._changed(db, reading.serial, ts)
+            self._mark(db)
+            inverter = self._inverter(db, reading.serial)
+        assert inverter is not None
+        return Recorded(reading, inverter, inverter.lifetime_wh, inverter.energy_today_wh, delta)
+
+    def _load_day(self, db: sqlite3.Connection, serial: str, day: str) -> None:
+        """Bring the card's energy row of ``day`` into the working copy before adding to it (the
+        working copy keeps only today's and yesterday's once written)."""
+        if db.execute("SELECT 1 FROM energy_days WHERE serial=? AND day=?", (serial, day)).fetchone():
+            return
+        row = self.card.connection().execute(
+            "SELECT * FROM energy_days WHERE serial=? AND day=?", (serial, day)).fetchone()
+        if row is not None:
+            db.execute(f"INSERT INTO energy_days ({', '.join(row.keys())}) VALUES ({', '.join('?' * len(row))})",
+                       tuple(row))
+
+    def _bound_queue(self, db: sqlite3.Connection) -> None:
+        queued = db.execute("SELECT COUNT(*) FROM recent WHERE flushed = 0").fetchone()[0]
+        if queued <= self.queue_limit:
+            return
+        if self.history_seconds:  # first what the card would not keep anyway
+            db.execute(
+                "DELETE FROM recent WHERE flushed = 0 AND id NOT IN (SELECT id FROM (SELECT id, MAX(timestamp)"
+                " FROM recent WHERE flushed = 0 GROUP BY serial, CAST(timestamp / ? AS INTEGER)))",
+                (self.history_seconds,))
+            queued = db.execute("SELECT COUNT(*) FROM recent WHERE flushed = 0").fetchone()[0]
+        excess = queued - self.queue_limit
+        if excess > 0:
+            db.execute("DELETE FROM recent WHERE id IN (SELECT id FROM recent WHERE flushed = 0 ORDER BY id LIMIT ?)",
+                       (excess,))
+            self._bump(db, "readings_dropped", "all", excess)
+            log.error("the card has taken no writes for long: %d queued readings dropped (the oldest)", excess)
+
+    def _upsert_inverter(self, db: sqlite3.Connection, reading: Reading) -> None:
+        firmware = str(reading.fields.get("firmware", "")) if reading.kind == "info" else ""
+        db.execute(
+            "INSERT INTO inverters (serial, family, model, firmware, first_seen, last_seen)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT(serial) DO UPDATE SET"
+            " model = CASE WHEN excluded.model != '' THEN excluded.model ELSE inverters.model END,"
+            " firmware = CASE WHEN excluded.firmware != '' THEN excluded.firmware ELSE inverters.firmware END,"
+            " last_seen = MAX(inverters.last_seen, excluded.last_seen), removed = 0",
+            (reading.serial, reading.family, reading.model, firmware, reading.timestamp, reading.timestamp),
+        )
+
+    def _advance_ledger(self, db: sqlite3.Connection, reading: Reading, ts: float) -> float:
+        row = db.execute(
+            "SELECT total_wh, last_counter_wh, last_timestamp FROM ledger WHERE serial=?", (reading.serial,)
+        ).fetchone()
+        state = LedgerState(*row) if row else LedgerState()
+        new, delta = advance(state, reading.energy, ts)
+        db.execute(
+            "INSERT INTO ledger VALUES (?,?,?,?) ON CONFLICT(serial) DO UPDATE SET total_wh=excluded.total_wh,"
+            " last_counter_wh=excluded.last_counter_wh, last_timestamp=excluded.last_timestamp",
+            (reading.serial, new.total_wh, new.last_counter_wh, new.last_timestamp),
+        )
+        if delta > 0:
+            db.execute(
+                "INSERT INTO energy_days VALUES (?,?,?) ON CONFLICT(serial, day) DO UPDATE SET wh = wh + excluded.wh",
+                (reading.serial, local_day(ts), delta),
+            )
+        return delta
+
+    def reject(
+        self,
+        frame: bytes = b"",
+        family: str | None = None,
+        source: str = "",
+        reason: str = "",
+        timestamp: float | None = None,
+        also_count: tuple[str, ...] = (),
+    ) -> None:
+        """Keep a frame that could not be recorded, for diagnostics (the newest REJECTED_KEPT);
+        ``also_count`` as for :meth:`record`."""
+        ts = time.time() if timestamp is None else timestamp
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO rejected (timestamp, family, source, reason, frame) VALUES (?,?,?,?,?)",
+                (ts, family, source, reason, frame[:512].hex()),
+            )
+            db.execute(
+                "DELETE FROM rejected WHERE id <= (SELECT MAX(id) FROM rejected) - ?", (REJECTED_KEPT,)
+            )
+            for name in ("packets_rejected", *also_count):
+                self._bump(db, name, family or "unknown")
+            self._mark(db, readings=False)
+
+    def count(self, name: str, family: str, n: int = 1) -> None:
+        with self._write() as db:
+            self._bump(db, name, family, n)
+            self._mark(db, readings=False)
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection, name: str, family: str, n: int = 1) -> None:
+        db.execute(
+            "INSERT INTO counters VALUES (?,?,?) ON CONFLICT(name, family) DO UPDATE SET value = value + excluded.value",
+            (name, family, n),
+        )
+
+    @staticmethod
+    def _changed(db: sqlite3.Connection, serial: str, ts: float | None = None) -> None:
+        cursor = db.execute(
+            "INSERT INTO changes (serial, timestamp) VALUES (?,?)", (serial, ts if ts is not None else time.time())
+        )
+        if cursor.lastrowid % 100 == 0:
+            db.execute("DELETE FROM changes WHERE id <= ?", (cursor.lastrowid - CHANGES_KEPT,))
+
+    def rename(self, serial: str, name: str) -> None:
+        self._update_inverter(serial, "name", name.strip()[:64])
+
+    def set_model(self, serial: str, model: str) -> None:
+        self._update_inverter(serial, "model_setting", model)
+
+    def remove(self, serial: str) -> None:
+        """Hide an inverter (it comes back if it reports again); its energy ledger is kept."""
+        self._update_inverter(serial, "removed", 1)
+
+    def _update_inverter(self, serial: str, column: str, value: Any) -> None:
+        with self._write() as db:
+            cursor = db.execute(f"UPDATE inverters SET {column}=? WHERE serial=?", (value, serial))
+            if cursor.rowcount == 0:
+                raise KeyError(serial)
+            self._changed(db, serial)
+            self._mark(db, urgent_by=time.time() - self.flush_seconds)
+
+    def set_status(self, component: str, data: Mapping[str, Any]) -> None:
+        """A service's live status (RAM only: heartbeats never reach the card)."""
+        with _Transaction(self._db) as db:
+            db.execute(
+                "INSERT INTO status VALUES (?,?,?) ON CONFLICT(component) DO UPDATE SET"
+                " timestamp=excluded.timestamp, data=excluded.data",
+                (component, time.time(), _json(data)),
+            )
+
+    def compact(self, now: float | None = None) -> None:
+        """Thin old history to one reading per 15 minutes and drop what is past ``keep_days``
+        (on the card when it takes writes, and in the queue)."""
+        now = time.time() if now is None else now
+        db = self._db
+        with _Transaction(db):
+            db.execute("UPDATE meta SET value = ? WHERE key = 'last_compaction'", (now,))
+        writeback.compact_ram(db, now, self.full_resolution_days, self.keep_days)
+        try:
+            writeback.compact_card(self.card.writer(), now, self.full_resolution_days, self.keep_days)
+        except (sqlite3.Error, OSError) as exc:
+            self.card.reset()
+            log.warning("history not compacted: %s", exc)
+
+    # -- reading -------------------------------------------------------------------------
+    _INVERTER_SQL = (
+        "SELECT i.*, COALESCE(l.total_wh, 0) AS lifetime_wh, COALESCE(d.wh, 0) AS energy_today_wh,"
+        " r.serial IS NOT NULL AS resumed"
+        " FROM inverters i LEFT JOIN ledger l ON l.serial = i.serial"
+        " LEFT JOIN energy_days d ON d.serial = i.serial AND d.day = ?"
+        " LEFT JOIN resumed r ON r.serial = i.serial"
+    )
+
+    @staticmethod
+    def _to_info(row: sqlite3.Row) -> InverterInfo:
+        return InverterInfo(
+            serial=row["serial"], family=row["family"], model=row["model"], model_setting=row["model_setting"],
+            name=row["name"], firmware=row["firmware"], first_seen=row["first_seen"], last_seen=row["last_seen"],
+            lifetime_wh=row["lifetime_wh"], energy_today_wh=row["energy_today_wh"], removed=bool(row["removed"]),
+            resumed=bool(row["resumed"]),
+        )
+
+    def _inverter(self, db: sqlite3.Connection, serial: str) -> InverterInfo | None:
+        row = db.execute(self._INVERTER_SQL + " WHERE i.serial=?", (local_day(time.time()), serial)).fetchone()
+        return self._to_info(row) if row else None
+
+    def inverter(self, serial: str) -> InverterInfo | None:
+        return self._inverter(self._db, serial)
+
+    def inverters(self, include_removed: bool = False) -> list[InverterInfo]:
+        where = "" if include_removed else " WHERE i.removed = 0"
+        rows = self._db.execute(self._INVERTER_SQL + where + " ORDER BY i.family, i.serial", (local_day(time.time()),))
+        return [self._to_info(row) for row in rows]
+
+    def model_setting(self, serial: str) -> str:
+        row = self._db.execute("SELECT model_setting FROM inverters WHERE serial=?", (serial,)).fetchone()
+        return row[0] if row else "auto"
+
+    def latest(self, include_removed: bool = False) -> dict[str, LatestReading]:
+        sql = "SELECT l.* FROM latest l JOIN inverters i ON i.serial = l.serial"
+        if not include_removed:
+            sql += " WHERE i.removed = 0"
+        return {
+            row["serial"]: LatestReading(
+                serial=row["serial"], timestamp=row["timestamp"], kind=row["kind"], model=row["model"],
+                model_guessed=bool(row["model_guessed"]), fields=json.loads(row["fields"]),
+                raw=json.loads(row["raw"]), frame_hex=row["frame"], source=row["source"],
+            )
+            for row in self._db.execute(sql)
+        }
+
+    def history(self, serial: str, start: float, end: float) -> list[tuple[float, dict[str, Any]]]:
+        """Readings of ``serial`` between ``start`` and ``end``: the card's history, and the readings
+        still queued in RAM (at full resolution until they are written)."""
+        queued = self._db.execute(  # before the card: a flush in between then shows a row twice, not never
+            "SELECT timestamp, fields FROM recent WHERE flushed = 0 AND serial = ? AND timestamp BETWEEN ? AND ?",
+            (serial, start, end)).fetchall()
+        card = self.card.connection()
+        points: dict[float, dict[str, Any]] = {}
+        for table in ("readings_coarse", "readings"):
+            for ts, fields in card.execute(
+                    f"SELECT timestamp, fields FROM {table} WHERE timestamp BETWEEN ? AND ? AND serial = ?",
+                    (start, end, serial)):
+                points[ts] = codec.unpack(fields)
+        for ts, fields in queued:
+            points[ts] = json.loads(fields)
+        return sorted(points.items(), key=lambda point: point[0])
+
+    def recent_frames(self, serial: str, limit: int = 20) -> list[tuple[float, str, str]]:
+        rows = self._db.execute(
+            "SELECT timestamp, kind, frame FROM recent WHERE serial=? ORDER BY id DESC LIMIT ?", (serial, limit)
+        )
+        return [(row[0], row[1], bytes(row[2]).hex()) for row in rows]
+
+    def energy_per_day(self, serial: str | None = None, days: int = 30) -> list[tuple[str, float]]:
+        since = (datetime.now().date() - timedelta(days=days - 1)).isoformat()
+        sql, args = "SELECT serial, day, wh FROM energy_days WHERE day >= ?", [since]
+        if serial is not None:
+            sql, args = sql + " AND serial = ?", args + [serial]
+        in_ram = self._db.execute(sql, args).fetchall()  # the newer values: applied last
+        rows = {(row[0], row[1]): row[2] for row in self.card.connection().execute(sql, args)}
+        rows.update({(row[0], row[1]): row[2] for row in in_ram})
+        per_day: dict[str, float] = {}
+        for (_, day), wh in rows.items():
+            per_day[day] = per_day.get(day, 0.0) + wh
+        return sorted(per_day.items())
+
+    def rejected(self, limit: int = 100) -> list[RejectedFrame]:
+        rows = self._db.execute("SELECT * FROM rejected ORDER BY id DESC LIMIT ?", (limit,))
+        return [
+            RejectedFrame(row["timestamp"], row["family"], row["source"], row["reason"], row["frame"]) for row in rows
+        ]
+
+    def counters(self) -> dict[tuple[str, str], int]:
+        return {(row[0], row[1]): row[2] for row in self._db.execute("SELECT name, family, value FROM counters")}
+
+    def status(self) -> dict[str, tuple[float, dict[str, Any]]]:
+        return {row[0]: (row[1], json.loads(row[2])) for row in self._db.execute("SELECT * FROM status")}
+
+    def changes_since(self, cursor: int | None) -> tuple[int, list[str]]:
+        """Serials changed since ``cursor`` (None: start watching now) and the new cursor."""
+        newest = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM changes").fetchone()[0]
+        if cursor is None or cursor >= newest:
+            return newest, []
+        rows = self._db.execute("SELECT DISTINCT serial FROM changes WHERE id > ? ORDER BY serial", (cursor,))
+        return newest, [row[0] for row in rows]
+
+    def backup(self, destination: Path | str) -> None:
+        """A consistent copy of everything, for export: the card's database (sqlite's online backup)
+        with what waits in RAM written into the copy, not to the card, and the history's fields as
+        plain JSON text."""
+        target = sqlite3.connect(destination, isolation_level=None)
+        try:
+            self.card.connection().backup(target)
+            target.row_factory = sqlite3.Row
+            writeback.attach_ram(target, self)
+            target.create_function("readable", 1, lambda stored: _json(codec.unpack(stored)), deterministic=True)
+            with writeback.transaction(target):
+                writeback.copy(target, self.history_seconds, diagnostics=True)
+                for table in ("readings", "readings_coarse"):  # plain JSON for whoever opens the copy
+                    target.execute(f"UPDATE {table} SET fields = readable(fields) WHERE typeof(fields) = 'blob'")
+            target.execute("DETACH DATABASE ram")
+        finally:
+            target.close()
+
+
+class _Transaction:
+    """``with store._write() as db``: one BEGIN IMMEDIATE ... COMMIT, rolled back on error."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
