@@ -42,10 +42,10 @@ class DataSettings:
     dir: str = "/var/lib/solargw"
     full_resolution_days: int = 7
     keep_days: int = 730
-    flush_seconds: int = 300
+    flush_seconds: float = 300.0
     """The loss window: readings reach the SD card in one group commit at most this long after they
     arrive, so a power cut loses at most this much (a service restart loses nothing)."""
-    history_seconds: int = 300
+    history_seconds: float = 300.0
     """History on the card: the newest reading per inverter of every this many seconds (0: every reading)."""
     ram_dir: str = ""
     """Where the working copy lives (a RAM file system); empty: the service's systemd RuntimeDirectory

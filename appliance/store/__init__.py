@@ -3,7 +3,9 @@
 - ``core``: :class:`Store`, the API both services and the web app use;
 - ``schema``: the tables of the card database and of the RAM working copy;
 - ``card``: the card database, opened read-only when its file system is;
-- ``flush``: the write-behind (group commits, health, compaction, the flusher thread);
+- ``journal``: the redo journal on the card (one record per loss window);
+- ``flush``: the write-behind (journal records, database commits, health, the flusher thread);
+- ``history``: the history tables on the card (per day, then per month);
 - ``codec``: how history rows keep their fields on the card.
 """
 from appliance.store.card import StoreError
@@ -11,7 +13,8 @@ from appliance.store.core import (
     CHANGES_KEPT, COMPACT_EVERY_SECONDS, FLUSH_SECONDS, HISTORY_SECONDS, QUEUE_LIMIT, REJECTED_KEPT, Store,
     local_day, ram_path,
 )
-from appliance.store.flush import BUCKET_SECONDS, FRAMES_KEPT
+from appliance.store.flush import FRAMES_KEPT
+from appliance.store.history import BUCKET_SECONDS
 from appliance.store.records import InverterInfo, LatestReading, Recorded, RejectedFrame, StoreHealth
 from appliance.store.schema import DB_NAME, RAM_DB_NAME
 

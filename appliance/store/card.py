@@ -17,7 +17,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from appliance.store.schema import CARD, SHARED, card_uri, connect, create, setup_card
+from appliance.store import history
+from appliance.store.schema import CARD, SHARED, card_uri, connect, create, migrate_card, setup_card
 
 
 class StoreError(RuntimeError):
@@ -103,7 +104,9 @@ class Card:
         db = connect(card_uri(self.path))
         try:
             setup_card(db, writable=True)
+            migrate_card(db)
             create(db, SHARED, CARD)
+            history.ensure_view(db)
             return db, not read_only_fs(self.data_dir)
         except sqlite3.OperationalError:
             db.close()

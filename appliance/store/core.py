@@ -49,10 +49,13 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from appliance.energy import LedgerState, advance
 from appliance.reading import Reading
-from appliance.store import codec, flush as writeback
+from appliance.store import codec, history, flush as writeback
 from appliance.store.card import Card, StoreError
+from appliance.store.journal import Journal
 from appliance.store.records import InverterInfo, LatestReading, Recorded, RejectedFrame, StoreHealth
-from appliance.store.schema import DB_NAME, RAM, RAM_DB_NAME, SHARED, columns, connect, create, setup_ram
+from appliance.store.schema import (
+    DB_NAME, JOURNAL_NAME, RAM, RAM_DB_NAME, SHARED, columns, connect, create, setup_ram,
+)
 
 if TYPE_CHECKING:
     from appliance.settings import Settings
@@ -68,6 +71,9 @@ QUEUE_LIMIT = 20_000
 to what the card would keep anyway (one per inverter per ``history_seconds``: three days of the
 reference load), then the oldest are dropped and counted (``readings_dropped``)."""
 COMPACT_EVERY_SECONDS = 3600
+"""History compaction rides along with the database commits, at most this often..."""
+COMPACT_ALONE_SECONDS = 86400
+"""...and runs on its own when there has been no commit for this long."""
 SEEDED = ("inverters", "ledger", "latest", "counters", "rejected")
 """Tables the working copy starts from, whole, when it is made (after a reboot)."""
 
@@ -114,6 +120,7 @@ class Store:
         self._next_attempt = 0.0
         self._registered = False
         self.card = Card(self.path)
+        self.journal = Journal(self.data_dir / JOURNAL_NAME)
         try:
             self._open_ram()
         except BaseException:
@@ -190,6 +197,8 @@ class Store:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('card', ?)", (identity,))
 
     def _seed(self, db: sqlite3.Connection) -> None:
+        """The database's tables, then the journal's records since its last commit (a power cut
+        loses at most what came after the last record)."""
         card = self.card.connection()
         yesterday = (datetime.now().date() - timedelta(days=1)).isoformat()
         for table, where, args in [*((t, "", ()) for t in SEEDED), ("energy_days", " WHERE day >= ?", (yesterday,))]:
@@ -199,12 +208,15 @@ class Store:
             picks = [names.index(n) for n in wanted]
             db.executemany(f"INSERT OR REPLACE INTO {table} ({', '.join(wanted)}) VALUES ({', '.join('?' * len(wanted))})",
                            ([row[i] for i in picks] for row in rows))
-        # Last-seen times and latest values reach the card hourly, the history every flush: where the
-        # history is newer, it tells what the card's copy of them missed.
-        newest = card.execute(
-            "SELECT serial, MAX(timestamp) AS timestamp, kind, fields FROM readings"
-            " WHERE timestamp >= (SELECT MAX(timestamp) FROM readings) - 86400 GROUP BY serial").fetchall()
-        for row in newest:
+        epoch = int(writeback.read_meta(card).get("journal_epoch") or 0)
+        sequence = writeback.replay(self, db, epoch)
+        # Last-seen times and latest values reach the database with its commits; the history (and the
+        # journal's) may be newer: the newest reading of each inverter tells what they missed.
+        newest = {row["serial"]: row for row in history.newest(card)}
+        for row in db.execute("SELECT serial, MAX(timestamp) AS timestamp, kind, fields FROM recent GROUP BY serial"):
+            if row["serial"] not in newest or row["timestamp"] > newest[row["serial"]]["timestamp"]:
+                newest[row["serial"]] = row
+        for row in newest.values():
             db.execute("UPDATE inverters SET last_seen = MAX(last_seen, ?) WHERE serial = ?",
                        (row["timestamp"], row["serial"]))
             db.execute(
@@ -214,6 +226,10 @@ class Store:
                 (row["timestamp"], row["kind"], _json(codec.unpack(row["fields"])), row["serial"]))
         # The ledger on the card may be a few minutes behind what was published before the RAM was lost.
         db.execute("INSERT OR IGNORE INTO resumed SELECT serial FROM ledger")
+        db.execute("DELETE FROM pending")  # all of it is on the card
+        db.executemany("UPDATE meta SET value = ? WHERE key = ?",
+                       [(epoch, "journal_epoch"), (sequence, "journal_seq"), (self.journal.end(epoch), "journal_offset")]
+                       + ([(time.time(), "unmaterialized_since")] if sequence else []))
 
     def close_connections(self) -> None:
         with self._connections_lock:
@@ -224,66 +240,66 @@ class Store:
         self.card.close()
 
     def close(self) -> None:
-        """Write everything waiting to the card, then close every thread's connection; a later call
-        opens a fresh one. The working copy stays for the next start."""
+        """Write everything waiting to the database, then close every thread's connection; a later
+        call opens a fresh one. The working copy stays for the next start."""
         writeback.FLUSHER.discard(self)
         self._registered = False
         with self._flush_lock:
             try:
                 meta = self._meta()
-                if meta.get("dirty_since") is not None or meta.get("diagnostics_dirty_since") is not None:
-                    writeback.flush(self, diagnostics=True)
+                if meta.get("dirty_since") is not None or meta.get("unmaterialized_since") is not None:
+                    writeback.materialize(self)
             except sqlite3.Error:
                 log.exception("writing the working copy to the card at close")
             self.close_connections()
 
     # -- the write-behind ------------------------------------------------------------------
     def flush(self) -> bool:
-        """Write everything waiting to the card now; False when the card refused (see ``health``)."""
+        """Write everything waiting to the database now; False when the card refused (see ``health``)."""
         with self._flush_lock:
-            return writeback.flush(self, diagnostics=True)
+            return writeback.materialize(self)
 
     def _maintain(self) -> None:
-        """Called by the flusher thread every ``tick``: commit what is due, compact hourly."""
+        """Called by the flusher thread every ``tick``: journal and database commits when due."""
         with self._flush_lock:
-            if not self._registered:
+            if not self._registered or time.monotonic() < self._next_attempt:
                 return
             now = time.time()
             meta = self._meta()
-            due = self._due(meta.get("dirty_since"), self.flush_seconds, now)
-            diagnostics = self._due(meta.get("diagnostics_dirty_since"),
-                                    self.flush_seconds * writeback.DIAGNOSTICS_EVERY, now)
-            if (due or diagnostics) and time.monotonic() >= self._next_attempt:
-                if not writeback.flush(self, diagnostics=diagnostics):
-                    self._next_attempt = time.monotonic() + writeback.RETRY_SECONDS
-            if now - float(meta.get("last_compaction") or 0) >= COMPACT_EVERY_SECONDS and meta.get("health") == "ok":
-                self.compact(now)
+            since_compaction = now - float(meta.get("last_compaction") or 0)
+            done = True
+            if self._due(meta.get("unmaterialized_since"), self.flush_seconds * writeback.MATERIALIZE_EVERY, now):
+                compact = since_compaction >= COMPACT_EVERY_SECONDS  # in the same commit: no extra one
+                done = writeback.materialize(self, compact_now=now if compact else None, diagnostics=False)
+            elif self._due(meta.get("dirty_since"), self.flush_seconds, now):
+                done = writeback.journal_flush(self)
+            elif since_compaction >= COMPACT_ALONE_SECONDS and meta.get("health") == "ok":
+                self.compact(now)  # nothing reported for a day: compact anyway
+            if not done:
+                self._next_attempt = time.monotonic() + writeback.RETRY_SECONDS
 
     def _due(self, since: Any, period: float, now: float) -> bool:
         return since is not None and (now - float(since) >= period - self.tick or now < float(since) - 60)
 
     def _meta(self, db: sqlite3.Connection | None = None) -> dict[str, Any]:
-        return {row[0]: row[1] for row in (db or self._db).execute("SELECT key, value FROM meta")}
+        return writeback.read_meta(db or self._db)
 
     @staticmethod
-    def _mark(db: sqlite3.Connection, *, readings: bool = True, urgent_by: float | None = None) -> None:
-        """Note an unwritten change (the flusher commits it within ``flush_seconds``)."""
-        now = time.time()
-        keys = ("dirty_since", "diagnostics_dirty_since") if readings else ("diagnostics_dirty_since",)
-        db.execute(f"UPDATE meta SET value = COALESCE(value, ?) WHERE key IN ({', '.join('?' * len(keys))})",
-                   (now, *keys))
-        counters = ("changes", "diagnostics_changes") if readings else ("diagnostics_changes",)
-        db.execute(f"UPDATE meta SET value = COALESCE(value, 0) + 1 WHERE key IN ({', '.join('?' * len(counters))})",
-                   counters)
+    def _mark(db: sqlite3.Connection, *, urgent_by: float | None = None) -> None:
+        """Note an unwritten change (the flusher journals it within ``flush_seconds``), at the end of
+        the transaction that made it (the triggers that note changed rows read ``changes``)."""
+        db.execute("UPDATE meta SET value = COALESCE(value, ?) WHERE key IN ('dirty_since', 'unmaterialized_since')",
+                   (time.time(),))
+        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'changes'")
         if urgent_by is not None:  # a user's edit: on the card within a tick
             db.execute("UPDATE meta SET value = MIN(value, ?) WHERE key = 'dirty_since'", (urgent_by,))
 
     def health(self) -> StoreHealth:
-        """Whether the card takes the group commits, and what waits for it (every service sees the
-        same: it lives in the working copy)."""
+        """Whether the card takes the writes, and what waits for it (every service sees the same: it
+        lives in the working copy)."""
         db = self._db
         meta = self._meta(db)
-        queued, oldest = db.execute("SELECT COUNT(*), MIN(timestamp) FROM recent WHERE flushed = 0").fetchone()
+        queued, oldest = db.execute("SELECT COUNT(*), MIN(timestamp) FROM recent WHERE state = 0").fetchone()
         return StoreHealth(
             state=meta.get("health") or "ok", since=writeback.meta_value(meta, "health_since"), queued=queued,
             oldest_queued=oldest, message=meta.get("health_message") or "",
@@ -341,18 +357,18 @@ class Store:
                        tuple(row))
 
     def _bound_queue(self, db: sqlite3.Connection) -> None:
-        queued = db.execute("SELECT COUNT(*) FROM recent WHERE flushed = 0").fetchone()[0]
+        queued = db.execute("SELECT COUNT(*) FROM recent WHERE state < 2").fetchone()[0]
         if queued <= self.queue_limit:
             return
         if self.history_seconds:  # first what the card would not keep anyway
             db.execute(
-                "DELETE FROM recent WHERE flushed = 0 AND id NOT IN (SELECT id FROM (SELECT id, MAX(timestamp)"
-                " FROM recent WHERE flushed = 0 GROUP BY serial, CAST(timestamp / ? AS INTEGER)))",
+                "DELETE FROM recent WHERE state < 2 AND id NOT IN (SELECT id FROM (SELECT id, MAX(timestamp)"
+                " FROM recent WHERE state < 2 GROUP BY serial, CAST(timestamp / ? AS INTEGER)))",
                 (self.history_seconds,))
-            queued = db.execute("SELECT COUNT(*) FROM recent WHERE flushed = 0").fetchone()[0]
+            queued = db.execute("SELECT COUNT(*) FROM recent WHERE state < 2").fetchone()[0]
         excess = queued - self.queue_limit
         if excess > 0:
-            db.execute("DELETE FROM recent WHERE id IN (SELECT id FROM recent WHERE flushed = 0 ORDER BY id LIMIT ?)",
+            db.execute("DELETE FROM recent WHERE id IN (SELECT id FROM recent WHERE state < 2 ORDER BY id LIMIT ?)",
                        (excess,))
             self._bump(db, "readings_dropped", "all", excess)
             log.error("the card has taken no writes for long: %d queued readings dropped (the oldest)", excess)
@@ -408,12 +424,12 @@ class Store:
             )
             for name in ("packets_rejected", *also_count):
                 self._bump(db, name, family or "unknown")
-            self._mark(db, readings=False)
+            self._mark(db)
 
     def count(self, name: str, family: str, n: int = 1) -> None:
         with self._write() as db:
             self._bump(db, name, family, n)
-            self._mark(db, readings=False)
+            self._mark(db)
 
     @staticmethod
     def _bump(db: sqlite3.Connection, name: str, family: str, n: int = 1) -> None:
@@ -459,14 +475,15 @@ class Store:
 
     def compact(self, now: float | None = None) -> None:
         """Thin old history to one reading per 15 minutes and drop what is past ``keep_days``
-        (on the card when it takes writes, and in the queue)."""
+        (in the database when the card takes writes, and in RAM)."""
         now = time.time() if now is None else now
         db = self._db
         with _Transaction(db):
             db.execute("UPDATE meta SET value = ? WHERE key = 'last_compaction'", (now,))
         writeback.compact_ram(db, now, self.full_resolution_days, self.keep_days)
         try:
-            writeback.compact_card(self.card.writer(), now, self.full_resolution_days, self.keep_days)
+            with self.journal.locked(), writeback.transaction(self.card.writer()) as card:
+                history.compact(card, now, self.full_resolution_days, self.keep_days)
         except (sqlite3.Error, OSError) as exc:
             self.card.reset()
             log.warning("history not compacted: %s", exc)
@@ -522,15 +539,9 @@ class Store:
         """Readings of ``serial`` between ``start`` and ``end``: the card's history, and the readings
         still queued in RAM (at full resolution until they are written)."""
         queued = self._db.execute(  # before the card: a flush in between then shows a row twice, not never
-            "SELECT timestamp, fields FROM recent WHERE flushed = 0 AND serial = ? AND timestamp BETWEEN ? AND ?",
+            "SELECT timestamp, fields FROM recent WHERE state < 2 AND serial = ? AND timestamp BETWEEN ? AND ?",
             (serial, start, end)).fetchall()
-        card = self.card.connection()
-        points: dict[float, dict[str, Any]] = {}
-        for table in ("readings_coarse", "readings"):
-            for ts, fields in card.execute(
-                    f"SELECT timestamp, fields FROM {table} WHERE timestamp BETWEEN ? AND ? AND serial = ?",
-                    (start, end, serial)):
-                points[ts] = codec.unpack(fields)
+        points = {ts: codec.unpack(fields) for ts, fields in history.read(self.card.connection(), serial, start, end)}
         for ts, fields in queued:
             points[ts] = json.loads(fields)
         return sorted(points.items(), key=lambda point: point[0])
@@ -585,8 +596,8 @@ class Store:
             writeback.attach_ram(target, self)
             target.create_function("readable", 1, lambda stored: _json(codec.unpack(stored)), deterministic=True)
             with writeback.transaction(target):
-                writeback.copy(target, self.history_seconds, diagnostics=True)
-                for table in ("readings", "readings_coarse"):  # plain JSON for whoever opens the copy
+                writeback.copy(target, self.history_seconds)
+                for table, *_ in history.partitions(target):  # plain JSON for whoever opens the copy
                     target.execute(f"UPDATE {table} SET fields = readable(fields) WHERE typeof(fields) = 'blob'")
             target.execute("DETACH DATABASE ram")
         finally:

@@ -18,17 +18,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 DB_NAME = "solargw.db"
+JOURNAL_NAME = "solargw.journal"
 RAM_DB_NAME = "solargw-live.db"
 
-CARD_PAGE_SIZE = 1024
-"""Page size of a new card database. Every commit writes whole pages (to the WAL, then again
-at the checkpoint), and a group commit touches a handful of tables each by a few hundred
-bytes: with SQLite's default 4096-byte pages a flush wrote ~8 pages = 33 KiB, with 1024-byte
-pages ~14 KiB (``python -m bench sdwear``). Databases made before keep their page size."""
-CARD_WAL_PAGES = 2000
-"""Checkpoint the card's WAL after this many pages (~2 MiB). A page changed by several
-group commits (the ledger, the tails of the history tables) is copied to the database once
-per checkpoint, not once per commit: the longer the WAL, the fewer copies."""
+CARD_WAL_BYTES = 4 * 1024 * 1024
+"""The card's WAL is cut back to this after a checkpoint (SQLite checkpoints at 1000 pages)."""
 RAM_WAL_PAGES = 256
 
 SHARED = """
@@ -96,29 +90,9 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
-CARD = """
-CREATE TABLE IF NOT EXISTS readings (
-    id INTEGER PRIMARY KEY,
-    serial TEXT NOT NULL,
-    timestamp REAL NOT NULL,
-    kind TEXT NOT NULL,
-    fields TEXT NOT NULL,
-    frame TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS readings_coarse (
-    id INTEGER PRIMARY KEY,
-    serial TEXT NOT NULL,
-    timestamp REAL NOT NULL,
-    kind TEXT NOT NULL,
-    fields TEXT NOT NULL,
-    frame TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS readings_by_time ON readings (timestamp);
-CREATE INDEX IF NOT EXISTS readings_coarse_by_time ON readings_coarse (timestamp);
-"""
-"""History rows go in time order, so a time index grows at its end only: one or two pages per
-group commit. The former (serial, timestamp) index had one insertion point per inverter, up to
-40 pages touched per commit; ``MIGRATIONS`` drops it."""
+CARD = ""
+"""The card has the shared tables only, and ``meta``; the history is in tables per period
+(``appliance.store.history``)."""
 
 RAM = """
 CREATE TABLE IF NOT EXISTS recent (
@@ -128,19 +102,45 @@ CREATE TABLE IF NOT EXISTS recent (
     kind TEXT NOT NULL,
     fields TEXT NOT NULL,
     frame BLOB NOT NULL,
-    flushed INTEGER NOT NULL DEFAULT 0
+    state INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS recent_by_serial ON recent (serial, id);
-CREATE INDEX IF NOT EXISTS recent_queued ON recent (flushed, id);
+CREATE INDEX IF NOT EXISTS recent_by_state ON recent (state, id);
 CREATE TABLE IF NOT EXISTS resumed (serial TEXT PRIMARY KEY);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('dirty_since', NULL), ('diagnostics_dirty_since', NULL),
-    ('changes', 0), ('diagnostics_changes', 0), ('health', 'ok'), ('health_since', NULL), ('health_message', ''), ('last_flush', NULL),
-    ('last_compaction', 0);
-"""
-
-MIGRATIONS: tuple[str, ...] = (
-    "DROP INDEX IF EXISTS readings_by_serial_time",
+CREATE TABLE IF NOT EXISTS pending (
+    tbl TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    change INTEGER NOT NULL,
+    PRIMARY KEY (tbl, row)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('dirty_since', NULL), ('unmaterialized_since', NULL),
+    ('changes', 0), ('health', 'ok'), ('health_since', NULL), ('health_message', ''), ('last_flush', NULL),
+    ('last_materialized', NULL), ('last_compaction', 0), ('journal_epoch', 0), ('journal_seq', 0),
+    ('journal_offset', 0);
+""" + "".join(
+    f"""
+CREATE TRIGGER IF NOT EXISTS {table}_{event.lower()} AFTER {event} ON {table}{when} BEGIN
+    INSERT INTO pending VALUES ('{table}', NEW.rowid, (SELECT value FROM meta WHERE key = 'changes'))
+        ON CONFLICT (tbl, row) DO UPDATE SET change = excluded.change;
+END;"""
+    for table, event, when in (
+        ("ledger", "INSERT", ""), ("ledger", "UPDATE", ""),
+        ("energy_days", "INSERT", ""), ("energy_days", "UPDATE", ""),
+        ("counters", "INSERT", ""), ("counters", "UPDATE", ""),
+        ("inverters", "INSERT", ""),
+        # Every reading moves last_seen: alone, it is not worth a journal entry (the history has it).
+        ("inverters", "UPDATE", " WHEN OLD.family IS NOT NEW.family OR OLD.model IS NOT NEW.model"
+         " OR OLD.model_setting IS NOT NEW.model_setting OR OLD.name IS NOT NEW.name"
+         " OR OLD.firmware IS NOT NEW.firmware OR OLD.removed IS NOT NEW.removed"),
+    )
 )
+"""Only in RAM. ``recent``: readings in arrival order; ``state`` 0 waits for the journal, 1 is in
+the journal, 2 is in the database (kept for its frame: the newest ``FRAMES_KEPT`` per inverter).
+``pending``: rows of the journaled tables changed since the last journal record (the triggers
+note them, whatever columns a table has). ``resumed``: see ``InverterInfo.resumed``."""
+JOURNALED = ("inverters", "ledger", "energy_days", "counters")
+
+MIGRATIONS: tuple[str, ...] = ()
 """Statements for databases made by earlier versions, run (on both databases) at every open;
 each must be harmless when there is nothing to do."""
 
@@ -154,19 +154,18 @@ def connect(uri: str) -> sqlite3.Connection:
     db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA temp_store=MEMORY")  # GROUP BY and sorting never spill to a file
+    # Debian builds SQLite with SECURE_DELETE on: every deleted row zeroed, every freed page written
+    # once more. Readings are no secret; FAST zeroes only inside pages that are written anyway.
+    db.execute("PRAGMA secure_delete=OFF")
     return db
 
 
 def setup_card(db: sqlite3.Connection, *, writable: bool) -> None:
     if writable:
-        if db.execute("PRAGMA page_count").fetchone()[0] == 0:
-            db.execute(f"PRAGMA page_size={CARD_PAGE_SIZE}")
         db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a group commit is on the card when it returns. Once every few minutes, the fsync costs
-        # nothing and the loss window holds through a power cut (NORMAL could lose the last commits).
+        # FULL: a commit is on the card when it returns (a few a day: the fsync costs nothing).
         db.execute("PRAGMA synchronous=FULL")
-        db.execute(f"PRAGMA wal_autocheckpoint={CARD_WAL_PAGES}")
-        db.execute(f"PRAGMA journal_size_limit={CARD_WAL_PAGES * 4096}")
+        db.execute(f"PRAGMA journal_size_limit={CARD_WAL_BYTES}")
 
 
 def setup_ram(db: sqlite3.Connection) -> None:
@@ -180,6 +179,24 @@ def create(db: sqlite3.Connection, *parts: str) -> None:
     db.executescript("".join(parts))
     for statement in MIGRATIONS:
         db.execute(statement)
+
+
+def migrate_card(db: sqlite3.Connection) -> None:
+    """Keep an earlier version's history table ``readings`` as ``readings_legacy``: ``readings``
+    is a view of every history table now (``history.refresh_view``)."""
+    def legacy() -> bool:
+        return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'readings'").fetchone() is not None
+
+    if not legacy():
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if legacy():
+            db.execute("ALTER TABLE readings RENAME TO readings_legacy")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def columns(db: sqlite3.Connection, table: str, schema: str = "main") -> list[str]:
