@@ -68,7 +68,11 @@ class Card:
         return self.path.with_name(self.path.name + "-wal")
 
     def identity(self) -> str:
-        """Which database file this is (a working copy made for another one is not reused)."""
+        """Which database this is (a working copy made for another one is not reused): a random id
+        written when it is made (its inode when a read-only one has none)."""
+        row = self.connection().execute("SELECT value FROM meta WHERE key = 'id'").fetchone()
+        if row is not None:
+            return str(row[0])
         st = os.stat(self.path)
         return f"{st.st_dev}:{st.st_ino}"
 
@@ -107,6 +111,7 @@ class Card:
             migrate_card(db)
             create(db, SHARED, CARD)
             history.ensure_view(db)
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('id', ?)", (os.urandom(8).hex(),))
             return db, not read_only_fs(self.data_dir)
         except sqlite3.OperationalError:
             db.close()

@@ -100,7 +100,9 @@ def ram_path(data_dir: Path, ram_dir: str | os.PathLike | None = None) -> Path:
 class Store:
     def __init__(self, data_dir: Path | str, *, full_resolution_days: int = 7, keep_days: int = 730,
                  ram_dir: str | os.PathLike | None = None, flush_seconds: float = FLUSH_SECONDS,
-                 history_seconds: float = HISTORY_SECONDS, queue_limit: int = QUEUE_LIMIT):
+                 history_seconds: float = HISTORY_SECONDS, queue_limit: int = QUEUE_LIMIT, autoflush: bool = True):
+        """``autoflush`` False: no background writes; the caller writes with :meth:`flush` (tools,
+        tests)."""
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_NAME
         self.ram_path = ram_path(self.data_dir, ram_dir)
@@ -109,6 +111,7 @@ class Store:
         self.flush_seconds = max(1.0, float(flush_seconds))
         self.history_seconds = max(0.0, float(history_seconds))
         self.queue_limit = queue_limit
+        self.autoflush = autoflush
         self.tick = min(writeback.RETRY_SECONDS, self.flush_seconds / 5)
         """How often the flusher looks at this store (a commit is due ``flush_seconds`` after the
         oldest unwritten change, give or take one tick)."""
@@ -160,8 +163,9 @@ class Store:
         return _Transaction(self._db)
 
     def _register(self) -> None:
-        self._registered = True
-        writeback.FLUSHER.add(self)
+        if self.autoflush:
+            self._registered = True
+            writeback.FLUSHER.add(self)
 
     def _open_ram(self) -> None:
         directory = self.ram_path.parent
@@ -232,12 +236,16 @@ class Store:
                        + ([(time.time(), "unmaterialized_since")] if sequence else []))
 
     def close_connections(self) -> None:
-        with self._connections_lock:
-            connections, self._connections = self._connections, []
-            self._local = threading.local()
-        for db in connections:
-            db.close()
-        self.card.close()
+        """Close every thread's connections without writing anything (as if the process died)."""
+        writeback.FLUSHER.discard(self)
+        with self._flush_lock:  # not under the flusher's feet
+            self._registered = False
+            with self._connections_lock:
+                connections, self._connections = self._connections, []
+                self._local = threading.local()
+            for db in connections:
+                db.close()
+            self.card.close()
 
     def close(self) -> None:
         """Write everything waiting to the database, then close every thread's connection; a later
@@ -262,7 +270,7 @@ class Store:
     def _maintain(self) -> None:
         """Called by the flusher thread every ``tick``: journal and database commits when due."""
         with self._flush_lock:
-            if not self._registered or time.monotonic() < self._next_attempt:
+            if (self.autoflush and not self._registered) or time.monotonic() < self._next_attempt:
                 return
             now = time.time()
             meta = self._meta()
