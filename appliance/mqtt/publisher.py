@@ -240,7 +240,8 @@ class MqttPublisher:
                 inverter.fields.update(reading.fields)
             inverter.seen_fields.update(reading.fields)
             inverter.last_seen = reading.timestamp
-        inverter.lifetime_wh = recorded.lifetime_wh
+        if not getattr(info, "resumed", False):  # an info frame after a power cut: the ledger is not back yet
+            inverter.lifetime_wh = recorded.lifetime_wh
         inverter.energy_today_wh = recorded.energy_today_wh
         woke = inverter.asleep or inverter.announced is None
         inverter.asleep = self._is_stale(inverter)
