@@ -4,14 +4,15 @@ PSS (proportional set size, /proc/PID/smaps_rollup: each shared page counted onc
 processes that map it) of every solargw service while ``solargw demo`` runs (web, zigbee on the
 emulated coordinator with four Enecsys inverters, three NEP inverters, mosquitto), after
 ``seconds`` of that load (default 60); ``solargw net run`` on its own, as root, in a network
-namespace with a dummy access-point interface. The processes measured are the services
+namespace with a veth pair for the access-point interface. The processes measured are the services
 themselves (gunicorn's arbiter and worker for web), not mosquitto, dnsmasq or the simulators.
 
-Then the zigbee service's import time: ``python -X importtime`` of what ``solargw zigbee``
-imports before it opens the stick, best of 5 (cumulative microseconds of the top-level imports).
+Then the zigbee service's start-up import time: ``python -X importtime`` of what ``solargw zigbee``
+imports before it opens the stick (``STARTUP``), and the CPU time it takes.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {"web": re.compile(r"appliance web\b"), "zigbee": re.compile(r"appliance zigbee\b"),
@@ -73,38 +75,42 @@ def service_pss(root: int) -> dict[str, list[tuple[int, int]]]:
     return found
 
 
-def demo_pss(seconds: float) -> dict[str, list[tuple[int, int]]]:
+@contextlib.contextmanager
+def demo() -> Iterator[int]:
+    """``solargw demo`` running; yields its process id."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-footprint-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
-    demo = subprocess.Popen([sys.executable, "-m", "appliance", "demo", "--port", "0", "--dir", str(workdir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
-                            start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-m", "appliance", "demo", "--port", "0", "--dir", str(workdir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
+                               start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        assert demo.stdout is not None
-        for line in demo.stdout:
+        assert process.stdout is not None
+        for line in process.stdout:
             if "http://" in line or time.monotonic() > deadline:
                 break
-        time.sleep(seconds)
-        return service_pss(demo.pid)
+        yield process.pid
     finally:
-        os.killpg(demo.pid, signal.SIGINT)
+        os.killpg(process.pid, signal.SIGINT)
         try:
-            demo.wait(30)
+            process.wait(30)
         except subprocess.TimeoutExpired:
-            os.killpg(demo.pid, signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGKILL)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def net_pss(seconds: float) -> dict[str, list[tuple[int, int]]]:
-    """``solargw net run`` in its own network namespace (root only)."""
+@contextlib.contextmanager
+def net_service() -> Iterator[int | None]:
+    """``solargw net run`` in its own network namespace, with a veth pair for the access point's
+    interface (root only; None otherwise)."""
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("dnsmasq"):
-        return {}
+        yield None
+        return
     namespace = f"solargw-footprint-{os.getpid()}"
     workdir = Path(tempfile.mkdtemp(prefix="bench-footprint-net-"))
     subprocess.run(["ip", "netns", "add", namespace], check=True)
     try:
-        subprocess.run(["ip", "-n", namespace, "link", "add", "ap0", "type", "dummy"], check=True)
+        subprocess.run(["ip", "-n", namespace, "link", "add", "ap0", "type", "veth", "peer", "name", "ap1"], check=True)
         (workdir / "resolv.conf").write_text("nameserver 127.0.0.53\n")
         settings = workdir / "solargw.toml"
         settings.write_text(f'[data]\ndir = "{workdir}/data"\n[access_point]\ninterface = "ap0"\n'
@@ -114,8 +120,7 @@ def net_pss(seconds: float) -> dict[str, list[tuple[int, int]]]:
                                 "--resolv-conf", str(workdir / "resolv.conf"), "--no-firewall"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         try:
-            time.sleep(seconds)
-            return service_pss(net.pid)
+            yield net.pid
         finally:
             net.terminate()
             try:
@@ -127,25 +132,52 @@ def net_pss(seconds: float) -> dict[str, list[tuple[int, int]]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-IMPORTS = "import appliance.commands.zigbee, appliance.zigbee.service, appliance.mqtt, appliance.store"
+STARTUP = """
+from appliance.cli import build_parser
+build_parser()
+try:
+    from appliance.cli import DEFERRED
+    from appliance.lazy import defer
+    defer(*DEFERRED)
+except ImportError:  # a version without deferred imports
+    pass
+import appliance.zigbee.service, appliance.mqtt, appliance.store
+"""
+"""What ``solargw zigbee`` imports before it opens the stick: the command line (every command
+registers its options), then the service, the MQTT publisher and the store."""
 
 
-def import_ms() -> float:
-    """What ``solargw zigbee`` imports before it talks to the stick, best of 5, in milliseconds."""
+def import_ms(runs: int = 7) -> float:
+    """``python -X importtime`` of ``STARTUP``, the sum of its top-level imports; best of ``runs``, in ms."""
     best = float("inf")
-    for _ in range(5):
-        out = subprocess.run([sys.executable, "-X", "importtime", "-c", IMPORTS], capture_output=True, text=True,
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-X", "importtime", "-c", STARTUP], capture_output=True, text=True,
                              cwd=ROOT, check=True).stderr
-        total = sum(int(m.group(1)) for m in re.finditer(r"import time:\s+\d+ \|\s+(\d+) \| (\S+)", out)
-                    if not m.group(0).split("|")[2].startswith("  "))
+        total = sum(int(m.group(1)) for m in re.finditer(r"import time:\s+\d+ \|\s+(\d+) \| (\S.*)$", out, re.M))
         best = min(best, total / 1000)
+    return best
+
+
+def cpu_ms(code: str, runs: int = 7) -> float:
+    """CPU time (user + system) of ``python -c code``, best of ``runs``, in ms: steadier than wall
+    time on a busy machine."""
+    best = float("inf")
+    for _ in range(runs):
+        child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL)
+        _, _, usage = os.wait4(child.pid, 0)
+        best = min(best, (usage.ru_utime + usage.ru_stime) * 1000)
     return best
 
 
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
-    print(f"footprint: PSS of the services after {seconds:g} s of `solargw demo` (net alone, in a netns)")
-    found = {**demo_pss(seconds), **net_pss(min(seconds, 15.0))}
+    print(f"footprint: PSS of the services after {seconds:g} s of `solargw demo`, with `solargw net run` "
+          "beside it in a network namespace")
+    with net_service() as net, demo() as demo_pid:
+        time.sleep(seconds)
+        found = service_pss(demo_pid)
+        if net is not None:
+            found.update(service_pss(net))
     total = 0
     for name in ("web", "zigbee", "net"):
         processes = found.get(name, [])
@@ -157,7 +189,8 @@ def main() -> None:
         detail = " + ".join(f"{p / 1024:.1f}" for _, p in processes)
         print(f"  {name:<8} {kib / 1024:7.1f} MiB" + (f"  ({detail}: arbiter, worker)" if len(processes) > 1 else ""))
     print(f"  {'total':<8} {total / 1024:7.1f} MiB")
-    print(f"zigbee service imports ({IMPORTS.removeprefix('import ')}): {import_ms():.0f} ms (best of 5)")
+    print(f"zigbee service start-up imports: {import_ms():.0f} ms (python -X importtime, best of 7), "
+          f"{cpu_ms(STARTUP) - cpu_ms('pass'):.0f} ms of CPU (best of 7, the interpreter's own start taken off)")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from appliance import settings as settings_module
 from appliance.cli import CommandError, load_settings
-from appliance.net import clients, hostapd, wpa
 from appliance.net.addressing import NetConfigError
 from appliance.net.plan import RUN_DIR, RuntimePaths, build, with_interface
 from appliance.net.resolvers import RESOLV_CONF
@@ -80,6 +79,8 @@ def _paths(args: argparse.Namespace) -> RuntimePaths:
 
 
 def render_text(config: str, settings: settings_module.Settings, paths: RuntimePaths) -> str:
+    from appliance.net import hostapd, wpa
+
     if config == "hostapd":
         return hostapd.render(settings.access_point)
     if config == "wpa_supplicant":
@@ -110,6 +111,8 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_clients(args: argparse.Namespace) -> int:
+    from appliance.net import clients  # pyroute2: only this command needs it at start
+
     settings = _settings(args)
     leases = _paths(args).leases_for(settings)
     try:

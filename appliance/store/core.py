@@ -199,9 +199,9 @@ class Store:
                     db.execute(f"DELETE FROM {table}")
             self._seed(db)
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('card', ?)", (identity,))
-            meta = self._meta(db)
-            log.info("working copy %s started from %s (journal epoch %s, %s records)", self.ram_path, self.path,
-                     meta["journal_epoch"], meta["journal_seq"])
+            replayed = int(self._meta(db)["journal_seq"] or 0)
+            if replayed:  # the services stopped without their last commit: a power cut, a crash of all
+                log.info("working copy %s started from %s and %d journal records", self.ram_path, self.path, replayed)
 
     def _seed(self, db: sqlite3.Connection) -> None:
         """The database's tables, then the journal's records since its last commit (a power cut
