@@ -48,8 +48,8 @@ class DataSettings:
     history_seconds: float = 300.0
     """History on the card: the newest reading per inverter of every this many seconds (0: every reading)."""
     ram_dir: str = ""
-    """Where the working copy lives (a RAM file system); empty: the service's systemd RuntimeDirectory
-    (/run/solargw on the appliance), else the data directory."""
+    """Where the working copy of the newest data lives (a RAM file system); empty: /run/solargw for the
+    appliance's data directory, else the data directory itself."""
 
 
 @dataclass

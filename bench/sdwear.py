@@ -138,7 +138,9 @@ class IoMeter:
 
 def _root_mount_options() -> str:
     """The appliance's root file system options, from the image's fstab (image/build.py)."""
-    match = re.search(r"LABEL=\{ROOT_LABEL\}\s+/\s+ext4\s+(\S+)", (ROOT / "image/build.py").read_text())
+    source = (ROOT / "image/build.py").read_text()
+    match = re.search(r'^ROOT_MOUNT_OPTIONS = "([^"]+)"', source, re.M) \
+        or re.search(r"LABEL=\{ROOT_LABEL\}\s+/\s+ext4\s+([^\s{]+)", source)
     return match.group(1) if match else "noatime"
 
 
@@ -204,14 +206,35 @@ class Mosquitto:
     on_changes: bool
 
 
+def role_files(role: Path) -> dict[str, str]:
+    """The configuration files the role installs in /etc/mosquitto/conf.d: its ``files/*.conf`` and its
+    ``templates/*.conf.j2`` rendered with the role's defaults and vars, as Ansible would."""
+    import jinja2
+    import yaml
+
+    variables: dict = {"ansible_managed": "Ansible managed"}
+    for name in ("defaults/main.yml", "vars/main.yml"):
+        if (role / name).exists():
+            variables.update(yaml.safe_load((role / name).read_text()) or {})
+    found = {path.name: path.read_text() for path in sorted((role / "files").glob("*.conf"))}
+    for path in sorted((role / "templates").glob("*.conf.j2")):
+        found[path.name.removesuffix(".j2")] = jinja2.Template(path.read_text(), keep_trailing_newline=True,
+                                                               trim_blocks=True).render(**variables)
+    return found
+
+
 def mosquitto_config(card: Path, workdir: Path, port: int) -> Mosquitto:
-    role = ROOT / "ansible/roles/mosquitto/files"
-    main = role / "mosquitto.conf" if (role / "mosquitto.conf").exists() else Path("/etc/mosquitto/mosquitto.conf")
+    """Debian's mosquitto.conf and the role's conf.d files, with every path moved under ``card`` (the
+    measured file system) or ``workdir``, and the listener on ``port`` of the loopback."""
+    role = ROOT / "ansible/roles/mosquitto"
     conf_d = workdir / "mosquitto.d"
     conf_d.mkdir()
-    for extra in sorted(role.glob("*.conf")):
-        if extra.name != "mosquitto.conf":
-            (conf_d / extra.name).write_text(extra.read_text())
+    for name, text in role_files(role).items():
+        if name != "mosquitto.conf":
+            text = re.sub(r"(?m)^listener\s+1883\b.*$", f"listener {port} 127.0.0.1", text)
+            (conf_d / name).write_text(text)
+    main = role / "files/mosquitto.conf"
+    main = main if main.exists() else Path("/etc/mosquitto/mosquitto.conf")
     text = main.read_text() if main.exists() else "persistence true\npersistence_location /var/lib/mosquitto/\n"
     (card / "mosquitto").mkdir()
     lines = []
@@ -226,15 +249,13 @@ def mosquitto_config(card: Path, workdir: Path, port: int) -> Mosquitto:
         elif words[:1] == ["include_dir"]:
             line = f"include_dir {conf_d}"
         lines.append(line)
-    for extra in conf_d.glob("*.conf"):  # the appliance listens on 1883 of every address; here a free port
-        extra.write_text(re.sub(r"(?m)^listener\s+1883\b.*$", f"listener {port} 127.0.0.1", extra.read_text()))
     if not any(re.search(r"(?m)^listener\s", f.read_text()) for f in conf_d.glob("*.conf")):
         lines.append(f"listener {port} 127.0.0.1")
     lines.append(f"user {getpass.getuser()}")  # as root it would drop to "mosquitto", who cannot write here
     config = workdir / "mosquitto.conf"
     config.write_text("\n".join(lines) + "\n")
     settings = {}
-    for source in [config, *conf_d.glob("*.conf")]:
+    for source in [config, *sorted(conf_d.glob("*.conf"))]:  # the last word wins, as in mosquitto
         for line in source.read_text().splitlines():
             words = line.split()
             if len(words) >= 2 and not words[0].startswith("#"):
@@ -306,7 +327,7 @@ class Services:
         self.workdir, self.logs = workdir, logs
         self.processes: dict[str, subprocess.Popen] = {}
         self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("NEP_", "SOLARGW_")) and k != "RUNTIME_DIRECTORY"}
+                    if not k.startswith(("NEP_", "SOLARGW_"))}
         # /tmp is a RAM file system on the appliance (role hardening): gunicorn's worker heartbeat
         # file lives there.
         self.env.update(PYTHONUNBUFFERED="1", TMPDIR=str(tmp))

@@ -44,7 +44,7 @@ WINDOW = 2.0
 SLACK = 1.5
 """A flush due at the window's end takes a moment (a tick, the commit)."""
 NEP_SERIALS = ("0badcafe", "1badcafe", "2badcafe")
-ENV = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_")) and k != "RUNTIME_DIRECTORY"}
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
 
 
 @dataclass

@@ -276,3 +276,17 @@ def test_a_journal_record_survives_a_torn_next_page(dirs):
 
 def teardown_module(_module):
     gc.collect()
+
+
+def test_where_the_working_copy_lives(tmp_path, monkeypatch):
+    from appliance.store import core
+
+    data = tmp_path / "data"
+    assert core.ram_path(data) == data / "solargw-live.db"  # development: beside the database
+    explicit = core.ram_path(data, tmp_path / "ram")
+    assert explicit.parent == tmp_path / "ram" and explicit.name.startswith("solargw-live-")
+    assert core.ram_path(tmp_path / "other", tmp_path / "ram") != explicit  # one per data directory
+    monkeypatch.setattr(core, "APPLIANCE_RAM_DIR", tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    assert core.ram_path(Path("/var/lib/solargw")).parent == tmp_path / "run"  # the appliance's
+    assert core.ram_path(data) == data / "solargw-live.db"  # only for the appliance's data directory

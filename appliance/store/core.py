@@ -8,7 +8,7 @@ Enecsys every 60 s over a 14-hour day):
   inverter, the ledger, counters, latest, status, the change log, then the checkpoint
   copy), ~865 MB a day, plus 32 KiB a minute of status heartbeats when idle.
 - Now every write lands in a second SQLite database on a RAM file system
-  (``/run/solargw``, systemd's RuntimeDirectory): inverters, ledger, today's energy,
+  (``/run/solargw`` on the appliance; ``[data] ram_dir``): inverters, ledger, today's energy,
   latest values, counters, status, the change log, rejected frames, the newest frames and
   the readings not yet on the card. Both writers (web for NEP, zigbee for Enecsys) and
   every reader use it, so the UI, /metrics, /data.json and MQTT see a reading the moment
@@ -86,15 +86,23 @@ def local_day(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp).date().isoformat()
 
 
+APPLIANCE_RAM_DIR = Path("/run/solargw")
+"""The appliance's RAM directory (tmpfs; made at boot by systemd-tmpfiles, shared by the services)."""
+
+
 def ram_path(data_dir: Path, ram_dir: str | os.PathLike | None = None) -> Path:
-    """Where the working copy of ``data_dir`` lives: in ``ram_dir``, else systemd's RuntimeDirectory
-    of the running service (``$RUNTIME_DIRECTORY``), else beside the database (no RAM file system:
-    for development; nothing is saved on writes then)."""
-    chosen = ram_dir or os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    if not chosen or Path(chosen).resolve() == data_dir.resolve():
+    """Where the working copy of ``data_dir`` lives: in ``ram_dir``; else, for the appliance's own data
+    directory, in ``APPLIANCE_RAM_DIR`` when it exists; else beside the database (development: no
+    write is saved then)."""
+    from appliance.settings import DataSettings
+
+    chosen = Path(ram_dir) if ram_dir else None
+    if chosen is None and data_dir == Path(DataSettings.dir) and APPLIANCE_RAM_DIR.is_dir():
+        chosen = APPLIANCE_RAM_DIR
+    if chosen is None or chosen.resolve() == data_dir.resolve():
         return data_dir / RAM_DB_NAME
     tag = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:8]  # one per data directory
-    return Path(chosen) / f"{Path(RAM_DB_NAME).stem}-{tag}.db"
+    return chosen / f"{Path(RAM_DB_NAME).stem}-{tag}.db"
 
 
 class Store:
