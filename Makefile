@@ -16,7 +16,7 @@ APT_PACKAGES := \
 	device-tree-compiler openssl vagrant \
 	cpp git python3
 
-.PHONY: deps apt-deps python-deps firmware-tools test test-fast test-slow test-image image demo bench lint clean
+.PHONY: deps apt-deps python-deps firmware-tools test test-fast test-slow test-image test-ha ha-rootfs image demo bench lint clean
 
 deps: apt-deps python-deps firmware-tools
 
@@ -53,8 +53,9 @@ test-fast: deps
 test-slow: deps
 	$(PYTEST) -m "slow or netns or browser"
 
-# Every tier: the package's tests, then the SD-card image built and booted in QEMU (test-image).
-test: deps
+# Every tier: the package's tests (the Home Assistant tier included), then the SD-card image
+# built and booted in QEMU (test-image).
+test: deps ha-rootfs
 	$(PYTEST) -m "not image"
 	$(MAKE) --no-print-directory test-image
 
@@ -62,7 +63,8 @@ bench: deps
 	$(PY) -m bench
 
 # The whole appliance on this PC: web UI, mosquitto, the Zigbee service on the emulated coordinator,
-# four simulated Enecsys and three simulated NEP inverters. Prints the URL and password; Ctrl-C stops it.
+# four simulated Enecsys inverters on the radio, three behind a simulated Enecsys gateway and three simulated
+# NEP inverters, with a week of history. Prints the URL and password; Ctrl-C stops it.
 demo: deps
 	$(PY) -m appliance demo
 
@@ -83,3 +85,14 @@ image: deps
 # change), boots it in QEMU (-M virt and -M raspi3b) and checks it from outside. Needs root.
 test-image: image
 	$(PYTEST) -m image tests/test_ansible.py tests/test_image.py
+
+# The `ha` tier (as root): a real Home Assistant against the appliance's services. Its release is
+# pinned in tests/ha_rootfs.py (HA_VERSION; or run `make test-ha SOLARGW_HA_VERSION=x.y.z`), installed
+# in a Debian root file system cached in $(SOLARGW_HA_CACHE), outside the repo.
+SOLARGW_HA_CACHE ?= /var/cache/solargw-ha
+export SOLARGW_HA_CACHE
+ha-rootfs: deps
+	$(PY) tests/ha_rootfs.py
+
+test-ha: ha-rootfs
+	$(PYTEST) -m ha

@@ -36,13 +36,17 @@ class CommandError(Exception):
 
 
 def load_settings(path: str | None = None) -> "Settings":
-    """The settings file (``path``, else the default) with a bad one turned into a ``CommandError``."""
-    from appliance.settings import SettingsError, load
+    """The settings file (``path``, else the default), loaded and validated; a bad one is a
+    ``CommandError`` naming each bad key. Allowed but doubtful values are logged as warnings."""
+    from appliance.runtime import log_advice
+    from appliance.settings import SettingsError, load_valid
 
     try:
-        return load(path)
+        settings = load_valid(path)
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
+    log_advice(settings)
+    return settings
 
 
 DEFERRED = ("aiohttp", "jsonschema", "dns.resolver")

@@ -35,13 +35,13 @@ from typing import Any
 from werkzeug.security import generate_password_hash
 
 from appliance import settings as settings_mod
+from appliance.settings import rules
 
 BOOT_FILE = "solargw.toml"
 SECRET_KEYS = {("access_point", "passphrase"), ("admin", "password"), ("upstream_wifi", "passphrase")}
 APPLIED_NOTE = "# solargw first boot: the settings below were applied on {when}"
 # No 0/O or 1/l/I: the passphrase is typed from the web UI into an inverter's app.
 PASSPHRASE_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-HOSTNAME_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 SERVICE_USER = "solargw"
 
 
@@ -68,11 +68,6 @@ def random_passphrase(groups: int = 4, size: int = 4) -> str:
     )
 
 
-def _check_passphrase(where: str, value: str) -> None:
-    if not 8 <= len(value) <= 63 or not all(32 <= ord(c) < 127 for c in value):
-        raise FirstBootError(f"{where}: a WPA2 passphrase has 8 to 63 printable ASCII characters")
-
-
 def read_boot_file(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:
@@ -84,14 +79,16 @@ def read_boot_file(path: Path) -> dict[str, Any]:
 
 
 def split_boot_data(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(settings sections, the boot file's own keys) after validating both."""
+    """(settings sections, the boot file's own keys), the latter checked; the settings are
+    checked once applied (:func:`appliance.settings.validate`, as every settings file is)."""
     data = {name: dict(values) if isinstance(values, dict) else values for name, values in data.items()}
     own: dict[str, Any] = {}
     admin = data.get("admin")
     if isinstance(admin, dict) and "password" in admin:
         password = admin.pop("password")
-        if not isinstance(password, str) or len(password) < 8:
-            raise FirstBootError("[admin] password: use at least 8 characters")
+        problem = rules.password_error(password) if isinstance(password, str) else "expected text"
+        if problem:
+            raise FirstBootError(f"[admin] password: {problem}")
         own["password"] = password
     system = data.get("system")
     if isinstance(system, dict):
@@ -105,13 +102,6 @@ def split_boot_data(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
                 if not re.match(r"^(ssh-|ecdsa-|sk-)\S+ \S+", key.strip()):
                     raise FirstBootError(f"[system] ssh_authorized_keys: not an SSH public key: {key[:30]!r}")
             own["ssh_keys"] = [k.strip() for k in keys]
-        hostname = system.get("hostname")
-        if hostname is not None and (not isinstance(hostname, str) or not HOSTNAME_RE.match(hostname)):
-            raise FirstBootError(f"[system] hostname: {hostname!r} is not a valid host name")
-    for section, key in (("access_point", "passphrase"), ("upstream_wifi", "passphrase")):
-        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
-        if isinstance(value, str):
-            _check_passphrase(f"[{section}] {key}", value)
     if isinstance(data.get("upstream_wifi"), dict) and data["upstream_wifi"].get("ssid"):
         data["upstream_wifi"].setdefault("enabled", True)
     return {k: v for k, v in data.items() if v != {}}, own
@@ -172,7 +162,7 @@ class FirstBoot:
         sections, own = split_boot_data(data)
         current = settings_mod.load(self.settings_path, env={})
         try:
-            updated = settings_mod.from_dict(sections, base=current)
+            updated = settings_mod.require_valid(settings_mod.from_dict(sections, base=current))
         except settings_mod.SettingsError as exc:
             raise FirstBootError(f"{boot_file}: {exc}") from None
         if sections:

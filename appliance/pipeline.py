@@ -50,10 +50,12 @@ class Pipeline:
         return recorded
 
     def reject(self, frame: bytes, family: str | None, source: str, reason: str,
-               timestamp: float | None = None) -> None:
-        """Count and keep a frame that could not be decoded at all."""
+               timestamp: float | None = None, also_count: tuple[str, ...] = ()) -> None:
+        """Count and keep a frame that could not be decoded at all (or must not be recorded);
+        ``also_count`` names counters of the reason."""
         self.store.reject(frame=frame, family=family, source=source, reason=reason,
-                          timestamp=time.time() if timestamp is None else timestamp, also_count=RECEIVED)
+                          timestamp=time.time() if timestamp is None else timestamp,
+                          also_count=(*RECEIVED, *also_count))
 
     def remove(self, serial: str) -> None:
         """Hide an inverter and clear its Home Assistant discovery."""

@@ -1,7 +1,8 @@
 """The one reading model that both inverter families decode into.
 
 A ``Reading`` is what a decoder makes of one frame. Field names carry their unit
-(``ac_power_w``, ``energy_today_wh``, ``temperature_c``); ``raw`` keeps the integer
+(``ac_power_w``, ``energy_today_wh``, ``temperature_c``; the common ones are listed in
+:mod:`appliance.fields`); ``raw`` keeps the integer
 behind each scaled field under the same name, so a disputed scale can always be
 checked against the wire. A frame that fails its checksum still decodes (so
 ``solargw decode`` can show it) but has ``checksum_ok=False``, and the store
@@ -60,31 +61,3 @@ class Reading:
 
 STATES: tuple[str, ...] = ("producing", "standby", "low_light", "sleeping", "fault", "unknown")
 """The ``state`` field's vocabulary, the same for both families (a Home Assistant enum)."""
-
-# Canonical field names (units in the name). Decoders use these where the quantity exists;
-# family-specific extras (raw codes, per-module values) may be added beside them.
-COMMON_FIELDS: dict[str, str] = {
-    "ac_power_w": "W",
-    "ac_voltage_v": "V",
-    "ac_frequency_hz": "Hz",
-    "dc_current_a": "A",
-    "dc_current_1_a": "A",
-    "dc_current_2_a": "A",
-    "dc_voltage_v": "V",
-    "dc_power_w": "W",
-    "temperature_c": "°C",
-    "efficiency_ratio": "",
-    "energy_today_wh": "Wh",
-    "lifetime_wh": "Wh",
-    "state": "",
-    "alarms": "",
-}
-
-_SUFFIX_UNITS = (("_kwh", "kWh"), ("_wh", "Wh"), ("_w", "W"), ("_v", "V"), ("_a", "A"), ("_hz", "Hz"), ("_c", "°C"))
-
-
-def unit_for(name: str) -> str:
-    """A field's unit: the canonical table first, else the unit its name ends with (``module_1_power_w``)."""
-    if name in COMMON_FIELDS:
-        return COMMON_FIELDS[name]
-    return next((unit for suffix, unit in _SUFFIX_UNITS if name.endswith(suffix)), "")

@@ -26,7 +26,7 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-from appliance import nepsim
+from appliance.sim import nep_inverters
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -91,7 +91,7 @@ def blast(url: str, bodies: list[bytes], threads: int) -> float:
 
     def client(part: list[bytes]) -> None:
         for body in part:
-            reply = nepsim.post(url, "/i.php", body)
+            reply = nep_inverters.post(url, "/i.php", body)
             if reply.status != 200 or len(reply.body) != 14:
                 failures.append(f"{reply.status} {reply.body[:40]!r}")
 
@@ -133,7 +133,7 @@ def main() -> None:
         return
     packets = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     threads = int(sys.argv[2]) if len(sys.argv) > 2 else 4
-    fleet = nepsim.make_fleet(50, ["bdm400", "bdm800"], seed=4)
+    fleet = nep_inverters.make_fleet(50, ["bdm400", "bdm800"], seed=4)
     noon = datetime.now().replace(hour=12, minute=0)
     rng = random.Random(4)
     bodies = [fleet[i % len(fleet)].packet(noon, rng) for i in range(packets)]

@@ -3,7 +3,7 @@
 The reference load: 20 NEP inverters posting every 5 minutes and 20 Enecsys inverters
 reporting every 60 s from 06:00 to 20:00, silent at night. Everything the appliance runs
 for them runs for real: ``solargw web`` (gunicorn), ``solargw zigbee`` against the emulated
-coordinator (as ``solargw simulate enecsys`` runs it: 20 inverters following the day curve) and
+coordinator (``solargw simulate enecsys``, 20 inverters following the day curve) and
 mosquitto with the appliance's configuration (Debian's main file, or the role's own
 ``mosquitto.conf`` if it has one, and every file of ``ansible/roles/mosquitto/files``).
 
@@ -264,44 +264,6 @@ def mosquitto_config(card: Path, workdir: Path, port: int) -> Mosquitto:
                      float(settings.get("autosave_interval", 1800)), settings.get("autosave_on_changes") == "true")
 
 
-# --- the emulated coordinator and its inverters ----------------------------------------------------
-
-def run_emulator(inverters: int, interval: float, speed: float, start_hour: float) -> None:
-    """``solargw simulate enecsys``, with one difference: every inverter gets its own NWK address.
-    (The emulator's allocator repeats after 12 addresses, so a 13th inverter shares one and never
-    hears its handshake reply; until it is fixed, the bench hands out addresses itself.)"""
-    import asyncio
-
-    from appliance.zigbee.emulator import CoordinatorEmulator
-    from appliance.zigbee.inverters import DayCurve, InverterFleet
-
-    async def main() -> None:
-        emulator = CoordinatorEmulator()
-
-        def allocate(ieee: int) -> int:
-            joined = emulator._joined.get(ieee)
-            if joined is not None:
-                return joined.nwk
-            taken = {other.nwk for other in emulator._joined.values()}
-            return next(n for n in range(0x1A2B, 0xFFF0) if n not in taken)
-
-        emulator._allocate_nwk = allocate  # type: ignore[method-assign]
-        print(await emulator.start("127.0.0.1", 0), flush=True)
-        fleet = InverterFleet(emulator, InverterFleet.default_serials(inverters), interval=interval,
-                              curve=DayCurve(start_hour=start_hour, time_scale=speed))
-        fleet.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        await stop.wait()
-        sent = sum(inverter.stats.reports_sent for inverter in fleet.inverters)
-        print(f"{sent} reports sent by {inverters} inverters", flush=True)
-        await fleet.stop()
-        await emulator.stop()
-
-    asyncio.run(main())
-
-
 # --- one simulated day ----------------------------------------------------------------------------
 
 @dataclass
@@ -387,7 +349,8 @@ def checkpoint_in_child(database: Path) -> int:
 
 
 def run_day(speed: float, window: float, base: Path) -> DayFigures:
-    from appliance import nepsim
+    from appliance.sim import nep_inverters as nepsim
+    from appliance.sim.sun import SimClock
     from appliance.store import ram_path
 
     workdir = Path(tempfile.mkdtemp(prefix=f"sdwear-{int(window)}-", dir=base))
@@ -413,10 +376,11 @@ def run_day(speed: float, window: float, base: Path) -> DayFigures:
                 time.sleep(0.05)
 
             start = datetime.now().replace(hour=int(START), minute=0, second=0, microsecond=0)
-            clock = nepsim.SimClock(start, speed)
+            clock = SimClock(start, speed)
             url = services.start("emulator", [
-                sys.executable, "-m", "bench.sdwear", "--emulator", str(ENECSYS_INVERTERS),
-                f"{ENECSYS_INTERVAL / speed:g}", f"{speed:g}", f"{START:g}"], r"^socket://")
+                sys.executable, "-m", "appliance", "simulate", "enecsys", "--inverters", str(ENECSYS_INVERTERS),
+                "--interval", f"{ENECSYS_INTERVAL / speed:g}", "--speed", f"{speed:g}", "--start", f"{int(START):02d}:00"],
+                r"^socket://")
             settings = workdir / "solargw.toml"
             settings.write_text(
                 f'[data]\ndir = "{data_dir}"\nram_dir = "{ram_dir}"\nflush_seconds = {window / speed}\n'
@@ -586,9 +550,6 @@ def mb(value: float) -> str:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--emulator"]:
-        run_emulator(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]))
-        return
     parser = argparse.ArgumentParser(prog="python -m bench sdwear", description=__doc__.split("\n\n")[0])
     parser.add_argument("--speed", type=float, default=300.0, help="simulated seconds per real second")
     parser.add_argument("--windows", default="300,60", help="loss windows ([data] flush_seconds) to run, in s")

@@ -14,14 +14,15 @@ import signal
 import sys
 import time
 
-from appliance.zigbee.emulator import CoordinatorEmulator
-from appliance.zigbee.inverters import DayCurve, InverterFleet
+from appliance.sim.enecsys_inverters import InverterFleet
+from appliance.sim.sun import SimClock
+from appliance.sim.zstack.coordinator import CoordinatorEmulator
 
 async def main(port: int, inverters: int, interval: float, epoch: float) -> None:
     emulator = CoordinatorEmulator()
     print(await emulator.start("127.0.0.1", port), flush=True)
     fleet = InverterFleet(emulator, InverterFleet.default_serials(inverters), interval=interval,
-                          curve=DayCurve(start_hour=12.0))
+                          clock=SimClock.at(12.0))
     for n, inverter in enumerate(fleet.inverters):
         inverter.lifetime_wh = 1_000_000 * (n + 1) + (time.time() - epoch) * 1.0
     fleet.start()

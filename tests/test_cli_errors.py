@@ -22,6 +22,7 @@ BAD_SETTINGS = {
     "not_toml": ("[web\nport = 8080\n", "not valid TOML"),
     "unknown_key": ("[web]\nprot = 8080\n", "[web] unknown key 'prot'"),
     "bad_value": ('[web]\nport = "x"\n', "[web] port: expected a whole number, got 'x'"),
+    "broken_rule": ('[mqtt]\nhost = "bad host!"\n', "[mqtt] host: not a valid host name"),  # settings.validate
 }
 
 # Every command that reads the settings file, with arguments that would otherwise be fine.
@@ -71,6 +72,13 @@ def test_bad_settings_file_is_refused_in_one_line(tmp_path, command, kind):
     assert f"solargw {command.split()[0]}: " in result.stderr
 
 
+@pytest.mark.parametrize("command", ["web", "net render"])
+def test_settings_file_that_is_not_utf8_is_refused_in_one_line(tmp_path, command):
+    settings = tmp_path / "solargw.toml"
+    settings.write_bytes(b'[access_point]\nssid = "caf\xe9"\n')
+    assert_refused(solargw(*SETTINGS_READERS[command], tmp_path=tmp_path, settings=settings), "not UTF-8")
+
+
 @pytest.mark.parametrize("command", ["web", "zigbee"])
 def test_data_dir_that_is_a_file(tmp_path, command):
     (tmp_path / "data").write_text("not a directory")
@@ -116,6 +124,9 @@ NONSENSE = {
     "simulate nep inverters": (["simulate", "nep", "--inverters", "0"], "--inverters must be at least 1"),
     "simulate enecsys port": (["simulate", "enecsys", "--port", "70000"], "70000 is not a port number"),
     "simulate enecsys host": (["simulate", "enecsys", "--host", "no-such-host.invalid"], "cannot listen on"),
+    "simulate enecsys replay": (["simulate", "enecsys", "--replay", "/no/such/capture.json"],
+                                "cannot read /no/such/capture.json"),
+    "simulate enecsys radio": (["simulate", "enecsys", "--radio", "perfect"], "invalid choice: 'perfect'"),
     "demo port": (["demo", "--port", "-5"], "-5 is not a port number"),
     "firstboot unknown option": (["firstboot", "--bootdir", "/boot"], "unrecognized arguments"),
 }
@@ -131,6 +142,15 @@ def test_demo_with_an_unusable_directory(tmp_path):
     (tmp_path / "file").write_text("")
     assert_refused(solargw("demo", "--dir", str(tmp_path / "file" / "demo"), tmp_path=tmp_path),
                    f"cannot use {tmp_path / 'file' / 'demo'}")
+
+
+def test_a_file_that_is_not_a_capture(tmp_path):
+    (tmp_path / "capture.json").write_text('{"frames": [{"t": 0, "from": "gateway", "nwk": "0x1234", "hex": "57"}]}')
+    assert_refused(solargw("simulate", "enecsys", "--replay", str(tmp_path / "capture.json"), tmp_path=tmp_path),
+                   "goes to 0x1234, which sent nothing before")
+    (tmp_path / "capture.json").write_text("[1, 2]")
+    assert_refused(solargw("simulate", "enecsys", "--replay", str(tmp_path / "capture.json"), tmp_path=tmp_path),
+                   "is not a capture")
 
 
 def test_missing_files_and_devices(tmp_path):

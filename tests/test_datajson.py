@@ -107,11 +107,11 @@ def test_api_errors_are_json(setup, url, status):
 
 @pytest.mark.slow
 def test_data_json_through_gunicorn(tmp_path):
-    from appliance import nepsim
+    from appliance.sim import nep_inverters
 
     with running_web(tmp_path) as web:
         for vector in (NEP_BDM400, NEP_BDM800):
-            assert nepsim.post(web.url, "/i.php", bytes.fromhex(vector["hex"])).status == 200
+            assert nep_inverters.post(web.url, "/i.php", bytes.fromhex(vector["hex"])).status == 200
         document = requests.get(web.url + "data.json", timeout=5).json()
         assert {k: v["datapoint"]["serial_number"] for k, v in document.items()} == {
             "12345678": "12345678", "deadbeef": "deadbeef"}

@@ -1,4 +1,5 @@
-"""``solargw demo`` (what ``make demo`` runs): seven live inverters within a minute, Ctrl-C stops everything."""
+"""``solargw demo`` (what ``make demo`` runs): ten live inverters within a minute (three of them behind a
+simulated Enecsys gateway), a week of history behind each, Ctrl-C stops everything."""
 from __future__ import annotations
 
 import os
@@ -10,11 +11,13 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import date, timedelta
 
 import pytest
 import requests
 
 from appliance.settings import load
+from appliance.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +30,7 @@ def _closed(host: str, port: int) -> bool:
         return True
 
 
-def test_demo_shows_seven_live_inverters_and_stops_cleanly(tmp_path):
+def test_demo_shows_ten_live_inverters_with_a_week_of_history_and_stops_cleanly(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
     env["PYTHONUNBUFFERED"] = "1"
     env["TZ"] = "Asia/Kolkata"  # the demo's UI shows this PC's clock
@@ -53,17 +56,38 @@ def test_demo_shows_seven_live_inverters_and_stops_cleanly(tmp_path):
                 url, password = match.group(1).rstrip("/"), match.group(2)
         ready_at = time.monotonic()
 
-        serials: dict[str, dict] = {}
-        while time.monotonic() - ready_at < 60 and len(serials) < 7:
-            serials = requests.get(url + "/data.json", timeout=5).json()
-            time.sleep(1)
+        store = Store(tmp_path / "data")  # read like another process
+        try:
+            live: dict[str, str] = {}
+            while time.monotonic() - ready_at < 60 and len(live) < 10:
+                sources = {serial: entry.source for serial, entry in store.latest().items()}
+                live = {serial: source for serial, source in sources.items() if "history" not in source}
+                time.sleep(1)
+        finally:
+            store.close()
         log = (tmp_path / "solargw.log").read_text(errors="replace")
-        assert len(serials) == 7, f"{len(serials)} inverters after a minute: {sorted(serials)}\n{log[-3000:]}"
+        assert len(live) == 10, f"{len(live)} inverters live after a minute: {sources}\n{log[-3000:]}"
         cards = requests.get(url + "/ui-api/cards", timeout=5).json()["inverters"]
-        assert sorted(c["family"] for c in cards) == ["enecsys"] * 4 + ["nep"] * 3
+        assert sorted(c["family"] for c in cards) == ["enecsys"] * 7 + ["nep"] * 3
+        assert all(c["online"] for c in cards)
         nep_models = {c["model"] for c in cards if c["family"] == "nep"}
         assert len(nep_models) == 3, nep_models
-        assert all(c["online"] for c in cards)
+        behind_gateway = sorted(s for s, source in sources.items() if source == "gateway:127.0.0.1")
+        assert behind_gateway == ["120069930", "120069931", "120069932"], sources
+
+        # the first look: a week of energy per day and yesterday's power curve, for every inverter
+        yesterday = (date.today() - timedelta(days=1)).isoformat()
+        for card in cards:
+            serial = card["serial"]
+            daily = requests.get(url + "/api/energy/daily", params={"serial": serial, "days": 10}, timeout=5).json()
+            days = [d for d in daily["energy"] if d["wh"] > 0]
+            assert len(days) >= 7, (serial, daily)
+            if card["family"] == "enecsys":  # the live part of today is the simulator's own (no jump)
+                assert days[-1]["wh"] < 220 * 15, (serial, days[-1])
+            page = requests.get(url + f"/inverter/{serial}", params={"day": yesterday}, timeout=5).text
+            charts = [int(n) for n in re.findall(r'class="chart"[^>]*data-points="(\d+)"', page)]
+            assert charts and charts[0] > 50, (serial, charts)  # yesterday's power, every 10 minutes of sun
+            assert page.count('class="bar"') >= 7
         assert load(tmp_path / "solargw.toml", env={}).system.timezone == "Asia/Kolkata"
 
         # the printed password logs in

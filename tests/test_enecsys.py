@@ -1,6 +1,8 @@
 """Enecsys frames: checksum, addresses, handshake, reports, short and info frames, WS= lines."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -8,6 +10,7 @@ from appliance.protocols import enecsys
 from appliance.protocols.enecsys import FrameKind, Handshake
 from appliance.reading import STATES, EnergyCounter, FrameError, Reading
 from vectors import (
+    CAPTURE_JOIN,
     ENECSYS_FOLLOW_UPS,
     ENECSYS_GATEWAY_IEEE,
     ENECSYS_HANDSHAKES,
@@ -240,6 +243,54 @@ def test_info_frame_round_trip():
     assert reading.model == "WSI-00003"
     assert reading.fields["model_string"] == "WSI-00003" and reading.fields["date_string"] == "2011-05-17"
     assert reading.fields["serial_in_payload"] is True
+
+
+def test_every_frame_of_the_real_capture_decodes_as_captured():
+    """The capture of a real join, frame by frame, through our decoder and encoders: where they
+    disagreed (the info frame's layout), the model was changed to the capture's."""
+    frames = [(f["from"], bytes.fromhex(f["hex"])) for f in json.loads(CAPTURE_JOIN.read_text())["frames"]]
+    serial, gateway = 100095471, 0x34C69A007A30B495
+    assert all(enecsys.checksum_ok(data) for _, data in frames)
+    inverter = [data for sender, data in frames if sender == "inverter"]
+    [reply] = [data for sender, data in frames if sender == "gateway"]
+
+    # the handshake, byte for byte: our request, the reply variant 414a00, the follow-ups
+    assert inverter[0] == enecsys.encode_handshake_request(serial)
+    assert reply == enecsys.handshake_reply(gateway, variant=bytes.fromhex("414a00"))
+    assert enecsys.classify(reply) is FrameKind.HANDSHAKE_REPLY
+    confirm, ready = enecsys.encode_handshake_followups(serial)
+    assert inverter[1:3] == [confirm, ready]
+    assert inverter.count(ready) == 3  # ready again after the info frame, and two minutes later
+
+    readings = [decode(f) for f in inverter if f[:2] == enecsys.TYPE_REPORT]
+    shape = [(r.kind, r.fields["channel"], r.fields["counter"]) for r in readings]
+    assert shape == [("info", 0, 1), ("report", 1, 0), ("alarm", 2, 0), ("alarm", 2, 1), ("short", 2, 2),
+                     ("report", 1, 2)]
+    assert all(r.checksum_ok and r.serial == str(serial) and not r.notes for r in readings)
+
+    info = readings[0]
+    assert info.model == "WSI-00003" and info.fields["date_string"] == "25-04-12 06:58"
+    assert info.fields["serial_in_payload"] is True
+    assert enecsys.encode_info(serial, "WSI-00003", "25-04-12 06:58", 1) == inverter[3]  # the captured layout
+
+    # start-up: not on the grid yet, alarm bits DISC, grid low and bit 12 clearing one by one
+    startup = readings[1:4]
+    assert [r.fields["state_code"] for r in startup] == [1, 3, 0]
+    assert [r.fields["alarm_code"] for r in startup] == [0x1005, 0x1001, 0x1000]
+    assert startup[0].fields["alarms"] == ("DISC", "grid low", "phase")
+    assert all(r.fields["dc_power_w"] == 0 and r.fields["lifetime_wh"] == 1_347_370 for r in startup)
+    assert readings[4].raw["format"] == 0x30
+    assert inverter[-3] == enecsys.encode_short(serial, 2)
+    # a minute and a half later: producing, no alarm, and the lifetime counter 145 Wh further on
+    last = readings[-1]
+    assert (last.fields["state"], last.fields["dc_power_w"], last.fields["alarm_code"]) == ("producing", 44, 0)
+    assert last.fields["lifetime_wh"] == 1_347_515 and last.frame.hex() == ENECSYS_REPORT_1["hex"]
+
+
+def test_info_frame_fields_are_read_from_their_places_whatever_the_serial_bytes():
+    # 100048236 ends in 0x6c, an "l": a text search would read the model as "lWSI-00003"
+    reading = decode(enecsys.encode_info(100048236, "WSI-00003", "25-04-12 06:58", counter=1))
+    assert reading.model == "WSI-00003" and reading.fields["date_string"] == "25-04-12 06:58"
 
 
 def test_info_frame_is_read_tolerantly():

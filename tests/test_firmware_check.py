@@ -19,9 +19,11 @@ def good_hex(tmp_path: Path) -> Path:
     return fi.write(tmp_path / "good.hex", fi.make_image())
 
 
-def test_known_good_build_is_good_for_enecsys(good_hex: Path) -> None:
+def test_the_old_ti_default_layout_is_good_for_enecsys(good_hex: Path) -> None:
+    # Distributed key, TI's default network key (01 03 05 .. 0D), then the Enecsys key.
     report = hexcheck.check_file(good_hex)
     assert report.key_slot == fi.KEYS_AT + 32
+    assert report.lines()[-1] == "verdict: good for Enecsys"
     assert report.slot_key == fi.ENECSYS_KEY
     assert report.enecsys_key_at == [fi.KEYS_AT + 32]
     assert report.alliance_key_at == []
@@ -57,12 +59,105 @@ def test_without_the_distributed_key_the_network_key_locates_the_slot(tmp_path: 
     assert report.key_slot == fi.KEYS_AT + 32 and report.good
 
 
-def test_missing_default_keys_means_key_cannot_be_located(tmp_path: Path) -> None:
+# --- the layouts measured in real images ------------------------------------------------
+
+STANDARD_VERDICT = "verdict: NOT good for Enecsys: standard key (ZigBeeAlliance09): inverters cannot join"
+
+
+@pytest.mark.parametrize("zero_surroundings", [False, True], ids=["random-neighbours", "zero-neighbours"])
+@pytest.mark.parametrize(
+    ("layout", "key", "verdict"),
+    [
+        ("enecsys-20220219", fi.ENECSYS_KEY, "verdict: good for Enecsys"),
+        ("stock-20220219", fi.ALLIANCE_KEY, STANDARD_VERDICT),
+        ("stock-20250321", fi.ALLIANCE_KEY, STANDARD_VERDICT),
+    ],
+)
+def test_measured_layouts_get_the_right_verdict(tmp_path: Path, layout, key, verdict, zero_surroundings) -> None:
+    measured = fi.MEASURED[layout]
+    path = fi.write(tmp_path / f"{layout}.hex", fi.make_measured(measured, zero_surroundings=zero_surroundings))
+    report = hexcheck.check_file(path)
+    lines = report.lines()
+    assert lines[-1] == verdict, "\n".join(lines)
+    assert not any("not a Z-Stack 3 coordinator image" in line for line in lines)
+    assert (report.key_slot, report.slot_key) == (measured.tc_key_at, key)
+    assert report.bootloader.address == 0x57FD8 and report.bootloader.config == 0xC5FE0FC5
+    assert report.version.mt_version == "2.7.1" and report.version.revision == measured.revision
+    search = {fi.ENECSYS_KEY: f"ENCSYS-SOLAR-NET present at 0x{measured.tc_key_at:05X}, ZigBeeAlliance09 absent",
+              fi.ALLIANCE_KEY: f"ENCSYS-SOLAR-NET absent, ZigBeeAlliance09 present at 0x{measured.tc_key_at:05X}"}
+    assert lines[-2] == (f"key verdict based on: the TC link key slot at 0x{measured.tc_key_at:05X}; "
+                         f"a plain search agrees ({search[key]})")
+
+
+def test_the_seed_layout_is_described_in_flash_order(tmp_path: Path) -> None:
+    report = hexcheck.check_file(fi.write(tmp_path / "seed.hex", fi.make_measured(fi.MEASURED["enecsys-20220219"])))
+    assert "key layout: distributed key D0..DF at 0x27FFC, all-zero network key at 0x2800C, " \
+           "TC link key at 0x2801C" in report.lines()
+    assert report.good and report.problems() == []
+
+
+def test_the_newer_order_is_described_too(tmp_path: Path) -> None:
+    report = hexcheck.check_file(fi.write(tmp_path / "s25.hex", fi.make_measured(fi.MEASURED["stock-20250321"])))
+    assert "key layout: all-zero network key at 0x2BBFC, TC link key at 0x2BC0C, " \
+           "distributed key D0..DF at 0x2BC1C" in report.lines()
+    [problem] = report.problems()
+    assert problem.startswith("standard key (ZigBeeAlliance09): inverters cannot join; the TC link key slot "
+                              "at 0x2BC0C holds it (a stock build")
+
+
+def test_an_enecsys_build_on_the_newer_base_is_good(tmp_path: Path) -> None:
+    # Not measured: the 20250321 layout with the Enecsys key, as build.py would make it.
+    image = fi.make_measured(fi.MEASURED["stock-20250321"], tc_key=fi.ENECSYS_KEY)
+    report = hexcheck.check_file(fi.write(tmp_path / "e25.hex", image))
+    assert report.key_slot == 0x2BC0C and report.good
+
+
+def test_cli_verdicts_on_the_measured_layouts(tmp_path: Path, capsys) -> None:
+    for name, status, verdict in [("enecsys-20220219", 0, "verdict: good for Enecsys"),
+                                  ("stock-20220219", 1, STANDARD_VERDICT), ("stock-20250321", 1, STANDARD_VERDICT)]:
+        path = fi.write(tmp_path / f"{name}.hex", fi.make_measured(fi.MEASURED[name]))
+        assert main(["firmware", "check", str(path)]) == status
+        assert capsys.readouterr().out.splitlines()[-1] == verdict
+        assert main(["firmware", "check", "--json", str(path)]) == status
+        data = json.loads(capsys.readouterr().out)
+        assert data["verdict"] == verdict.removeprefix("verdict: ")
+        assert data["tc_link_key"]["plain_search"] == ("enecsys" if status == 0 else "standard")
+
+
+# --- no key slot: the plain search decides, and says so -------------------------------
+
+
+def _without_slot(tc_key: bytes | None, extra: bytes | None = None) -> object:
     image = fi.make_image()
-    image.puts(fi.KEYS_AT, b"\x00" * 32)  # overwrite the distributed and network keys
-    report = hexcheck.check_file(fi.write(tmp_path / "nokeys.hex", image))
-    assert report.key_slot is None
-    assert any("cannot be located" in p and "ENCSYS-SOLAR-NET appears" in p for p in report.problems())
+    image.puts(fi.KEYS_AT, b"\xa5" * 32 + (tc_key or b"\xa5" * 16))  # the default keys are gone
+    if extra:
+        image.puts(0x40000, extra)
+    return image
+
+
+def test_without_a_slot_the_enecsys_key_alone_is_good_and_says_why(tmp_path: Path) -> None:
+    report = hexcheck.check_file(fi.write(tmp_path / "e.hex", _without_slot(fi.ENECSYS_KEY)))
+    assert report.key_slot is None and report.good
+    lines = report.lines()
+    assert "TC link key slot: not found" in lines
+    assert lines[-2].startswith("key verdict based on: a plain search only")
+    assert any("plain search alone" in note for note in report.notes())
+
+
+def test_without_a_slot_the_standard_key_alone_is_named(tmp_path: Path) -> None:
+    report = hexcheck.check_file(fi.write(tmp_path / "s.hex", _without_slot(fi.ALLIANCE_KEY)))
+    assert report.lines()[-1] == STANDARD_VERDICT
+
+
+def test_without_a_slot_both_keys_cannot_be_told_apart(tmp_path: Path) -> None:
+    report = hexcheck.check_file(fi.write(tmp_path / "b.hex", _without_slot(fi.ALLIANCE_KEY, fi.ENECSYS_KEY)))
+    assert report.lines()[-1] == "verdict: NOT good for Enecsys: cannot tell which key is the TC link key"
+
+
+def test_without_any_key_it_is_not_a_coordinator_image(tmp_path: Path) -> None:
+    report = hexcheck.check_file(fi.write(tmp_path / "n.hex", _without_slot(None)))
+    assert report.lines()[-1] == ("verdict: NOT good for Enecsys: no TC link key found: "
+                                  "not a Z-Stack 3 coordinator image?")
 
 
 @pytest.mark.parametrize(
@@ -150,8 +245,8 @@ def test_cli_exit_codes_and_verdicts(tmp_path: Path, good_hex: Path, capsys) -> 
     stock = fi.write(tmp_path / "stock.hex", fi.make_image(fi.ALLIANCE_KEY))
     assert main(["firmware", "check", str(stock)]) == 1
     out = capsys.readouterr().out
-    assert "problem: the TC link key is the standard ZigBeeAlliance09 key" in out
-    assert out.splitlines()[-1] == "verdict: NOT good for Enecsys"
+    assert "problem: standard key (ZigBeeAlliance09): inverters cannot join; the TC link key slot" in out
+    assert out.splitlines()[-1] == STANDARD_VERDICT
 
     assert main(["firmware", "check", "--json", str(stock)]) == 1
     data = json.loads(capsys.readouterr().out)

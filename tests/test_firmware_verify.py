@@ -1,6 +1,6 @@
 """``solargw firmware verify`` / ``appliance.firmware.stick`` against the emulated stick.
 
-zigpy-znp talks to ``appliance.zigbee.emulator`` over ``socket://127.0.0.1:PORT``
+zigpy-znp talks to ``appliance.sim.zstack.coordinator`` over ``socket://127.0.0.1:PORT``
 exactly as it talks to a USB stick; networks are formed with zigpy-znp's own
 ``ZNP.write_network_info``.
 """
@@ -22,7 +22,7 @@ from zigpy_znp.config import CONFIG_SCHEMA
 from zigpy_znp.types.nvids import OsalNvIds
 
 from appliance.firmware import stick
-from appliance.zigbee.emulator import CoordinatorEmulator, FirmwareVersion
+from appliance.sim.zstack.coordinator import CoordinatorEmulator, FirmwareVersion
 
 pytestmark = pytest.mark.slow
 

@@ -145,10 +145,10 @@ def test_each_scrape_is_fresh(setup):
 
 @pytest.mark.slow
 def test_metrics_through_gunicorn_openmetrics_and_text(tmp_path):
-    from appliance import nepsim
+    from appliance.sim import nep_inverters
 
     with running_web(tmp_path) as web:
-        assert nepsim.post(web.url, "/i.php", bytes.fromhex(NEP_BDM400["hex"])).status == 200
+        assert nep_inverters.post(web.url, "/i.php", bytes.fromhex(NEP_BDM400["hex"])).status == 200
         text = requests.get(web.url + "metrics", timeout=5)
         assert text.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         families = {f.name: f for f in text_string_to_metric_families(text.text)}

@@ -94,7 +94,7 @@ def test_discovery_states_and_availability(broker, service):
         config = payload(log.wait(NEP_CONFIG))
         device = config["device"]
         assert device["identifiers"] == ["solargw_nep_deadbeef"]
-        assert (device["name"], device["manufacturer"], device["model"]) == ("NEP deadbeef", "NEP", "bdm800")
+        assert (device["name"], device["manufacturer"], device["model"]) == ("NEP deadbeef", "NEP", "BDM-800")
         assert device["serial_number"] == "deadbeef"
         assert device["via_device"] == "solargw_solargw"
         assert device["configuration_url"] == "http://solargw.local/inverter/deadbeef"
@@ -352,6 +352,40 @@ def test_an_inverter_removed_by_the_other_service_is_not_announced_again(broker,
         time.sleep(1.0)  # the zigbee service's states would follow its configs by now
         assert zigbee.wait_idle()
         assert [m.topic for m in log.messages[mark:] if "100095471" in m.topic] == []
+
+
+def test_an_inverter_moving_from_the_gateway_to_the_stick_keeps_its_device(broker, service, tmp_path):
+    """A genuine Enecsys gateway's readings come through the web service, the stick's through the
+    Zigbee service: the same device (identifiers, unique ids) is taken over, not duplicated, and
+    the service that no longer receives it stops publishing it."""
+    store = Store(tmp_path / "data")
+    with broker.subscribe("homeassistant/#", "solargw/#") as log:
+        web, web_pipeline = service(service="web", store=store)
+        web_pipeline.handle(enecsys_frame(2, 1_347_515), source="gateway:192.168.1.40")
+        via_gateway = payload(log.wait(ENECSYS_CONFIG))
+        assert via_gateway["components"]["ac_power_w"]["availability"][0]["topic"] == "solargw/web/availability"
+
+        zigbee, zigbee_pipeline = service(service="zigbee", store=store)  # restores only its own
+        assert zigbee.wait_idle()
+        time.sleep(0.5)
+        # the web service's inverter is not the zigbee's yet: only the web service announced it
+        assert all(b"solargw/zigbee/availability" not in m.payload for m in log.on(ENECSYS_CONFIG))
+        zigbee_pipeline.handle(enecsys_frame(3, 1_347_530), source="zigbee:0x1a2b")
+        via_stick = payload(log.wait(ENECSYS_CONFIG, lambda m: b"solargw/zigbee/availability" in m.payload))
+        assert via_stick["device"]["identifiers"] == via_gateway["device"]["identifiers"]
+        assert ({c["unique_id"] for c in via_stick["components"].values()}
+                >= {c["unique_id"] for c in via_gateway["components"].values()})
+
+        assert web.wait_idle() and zigbee.wait_idle()
+        time.sleep(0.5)
+        mark = log.mark()
+        broker.publish("homeassistant/status", "online")
+        log.wait("homeassistant/device/solargw_solargw_web/config", after=mark)
+        log.wait("homeassistant/device/solargw_solargw_zigbee/config", after=mark)
+        time.sleep(1.0)  # both services' states follow their configs by now
+        configs = [payload(m) for m in log.messages[mark:] if m.topic == ENECSYS_CONFIG]
+        assert configs and all(c["components"]["ac_power_w"]["availability"][0]["topic"] == "solargw/zigbee/availability"
+                   for c in configs)  # only the Zigbee service announces it now
 
 
 def test_broker_down_at_boot_is_normal(tmp_path):

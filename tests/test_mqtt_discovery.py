@@ -50,7 +50,7 @@ def test_device_discovery_message_for_a_nep_inverter():
         "identifiers": ["solargw_nep_deadbeef"],
         "name": "NEP deadbeef",
         "manufacturer": "NEP",
-        "model": "bdm800",
+        "model": "BDM-800",  # the vendor's name, not the scale's
         "serial_number": "deadbeef",
         "via_device": "solargw_solargw",
         "configuration_url": "http://solargw.local/inverter/deadbeef",
@@ -87,7 +87,10 @@ def test_entity_classes_units_and_categories():
     assert (c["ac_power_w"]["device_class"], c["ac_power_w"]["state_class"],
             c["ac_power_w"]["unit_of_measurement"]) == ("power", "measurement", "W")
     assert (c["lifetime_wh"]["device_class"], c["lifetime_wh"]["state_class"],
-            c["lifetime_wh"]["unit_of_measurement"]) == ("energy", "total_increasing", "Wh")
+            c["lifetime_wh"]["unit_of_measurement"]) == ("energy", "total_increasing", "kWh")
+    assert c["lifetime_wh"]["suggested_display_precision"] == 2
+    assert (c["energy_today_wh"]["unit_of_measurement"], c["energy_today_wh"]["suggested_display_precision"]) == (
+        "Wh", 0)
     assert c["energy_today_wh"]["device_class"] == "energy"
     assert "state_class" not in c["energy_today_wh"]  # resets at dawn: not for the Energy dashboard
     assert (c["ac_voltage_v"]["device_class"], c["ac_voltage_v"]["unit_of_measurement"]) == ("voltage", "V")
@@ -148,7 +151,7 @@ def test_state_payload_and_templates_of_a_producing_inverter():
     values = {key: render(config["value_template"], state)
               for key, config in payload["components"].items()}
     assert values["ac_power_w"] == "37.224"
-    assert values["lifetime_wh"] == "1347515.0"
+    assert values["lifetime_wh"] == "1347.515"  # kWh, every Wh kept (the state JSON stays in Wh)
     assert values["energy_today_wh"] == "215.0"
     assert values["efficiency_ratio"] == "84.6"
     assert values["dc_voltage_v"] == str(reading.fields["dc_voltage_v"])
@@ -169,6 +172,7 @@ def test_asleep_state_reads_zero_power_and_keeps_energy():
     assert state["ac_voltage_v"] is None and state["efficiency_ratio"] is None
     # Home Assistant treats a template rendering "None" as unknown (and those are unavailable anyway)
     assert render(payload["components"]["efficiency_ratio"]["value_template"], state) == "None"
+    assert render(payload["components"]["lifetime_wh"]["value_template"], state) == "1347.515"
 
 
 def test_alarms_and_unknown_states():
@@ -220,3 +224,24 @@ def test_appliance_device_is_shared_by_both_services():
 @pytest.mark.parametrize("text, expected", [("deadbeef", "deadbeef"), ("a/b+#", "a_b__"), ("", "_")])
 def test_slug_makes_topic_levels_safe(text, expected):
     assert ha.slug(text) == expected
+
+
+@pytest.mark.parametrize("hostname, name", [
+    ("solargw", "solargw"), ("solargw-2", "solargw-2"), ("garage", "solargw garage"), ("SolarGW-loft", "SolarGW-loft"),
+])
+def test_the_appliance_is_named_solargw_once(hostname, name):
+    assert ha.appliance_device(hostname, "http://x/")["name"] == name
+    assert ha.appliance_device(hostname, "http://x/")["identifiers"] == [f"solargw_{hostname}"]  # unchanged
+
+
+def test_every_nep_model_has_the_vendors_name():
+    assert [ha.model_name("nep", m) for m in nep.MODELS if m != "auto"] == [
+        "BDM-300", "BDM-400", "BDM-600", "BDM-800", "BDM-1200-LV", "BDM-2000", "BDM-2250"]
+    assert ha.model_name("enecsys", "WSI-00003") == "WSI-00003" and ha.model_name("nep", "odd") == "odd"
+
+
+def test_an_enecsys_info_frame_gives_the_firmware_and_the_announcement_carries_it():
+    info = enecsys.decode(enecsys.encode_info(100095471, "WSI-00003", "25-04-12 06:58", counter=1), received_at=NOW)
+    assert info.fields["firmware"] == "WSI-00003 (25-04-12 06:58)"
+    identity = ha.InverterIdentity("enecsys", "100095471", model=info.model, firmware=info.fields["firmware"])
+    assert ha.inverter_device(identity, "solargw_solargw", "http://x/")["sw_version"] == "WSI-00003 (25-04-12 06:58)"

@@ -3,7 +3,7 @@
 Topology (names unique per run):
     inverter ns  inv0 ---- ap0  appliance ns  lan0 ---- lan1  lan ns
                  (DHCP client)  10.42.0.1/24  192.168.77.2    192.168.77.1: fake resolver (53),
-                                HTTP :80, :22, :8081            HTTP :8080
+                                HTTP :80, :22, :8081, :5040     HTTP :8080
 The appliance namespace forwards IP (a router would), so only the firewall keeps the inverter
 off the LAN. This file is also a script run inside the namespaces (``upstream``, ``query``,
 ``fetch``): see the bottom.
@@ -152,7 +152,8 @@ def net(tmp_path_factory):
     try:
         topo.build()
         for ns, addr, port in ((topo.app, "0.0.0.0", "80"), (topo.app, "0.0.0.0", "22"),
-                               (topo.app, "0.0.0.0", "8081"), (topo.lan, LAN_PEER_IP, "8080")):
+                               (topo.app, "0.0.0.0", "8081"), (topo.app, "0.0.0.0", "5040"),
+                               (topo.lan, LAN_PEER_IP, "8080")):
             topo.spawn(ns, PYTHON, "-m", "http.server", "--bind", addr, "--directory", str(tmp), port)
         topo.spawn(topo.lan, PYTHON, str(HERE), "upstream", LAN_PEER_IP, str(tmp / "upstream.log"),
                    log="upstream.out")
@@ -226,12 +227,18 @@ def test_inverter_gets_a_lease_in_the_range(net):
 
 
 def test_portal_names_answer_with_the_appliance(net):
-    for name in ("www.nepviewer.net", "nepviewer.net", "api.nepviewer.net", "www.nepviewer.com"):
+    for name in ("www.nepviewer.net", "nepviewer.net", "api.nepviewer.net", "www.nepviewer.com",
+                 "gw.enecsys.net"):
         answer = net.query(name)
         assert answer["rcode"] == "NOERROR" and answer["addresses"] == [AP_IP], (name, answer)
-    aaaa = net.query("www.nepviewer.net", "AAAA")
-    assert aaaa["rcode"] == "NOERROR" and aaaa["addresses"] == []
-    assert not [q for q in upstream_queries(net) if "nepviewer" in q], "a portal query leaked upstream"
+    for name in ("www.nepviewer.net", "gw.enecsys.net"):
+        aaaa = net.query(name, "AAAA")
+        assert aaaa["rcode"] == "NOERROR" and aaaa["addresses"] == [], (name, aaaa)
+    leaked = [q for q in upstream_queries(net) if "nepviewer" in q or "gw.enecsys.net" in q]
+    assert not leaked, "a portal or gateway-server query leaked upstream"
+    # only the gateway's server is ours: the rest of enecsys.net is asked upstream as usual
+    net.query("www.enecsys.net")
+    assert "www.enecsys.net/A" in upstream_queries(net)
 
 
 def test_other_names_go_to_the_lan_resolver(net):
@@ -254,6 +261,7 @@ def test_firewall_isolates_the_access_point(net):
     # nothing else on the appliance
     assert net.fetch(net.inv, f"http://{AP_IP}:8081/") != "200"
     assert net.fetch(net.inv, f"http://{AP_IP}:22/") != "200"
+    assert net.fetch(net.inv, f"http://{AP_IP}:5040/") != "200"  # [gateway] is off
     # the LAN reaches the web UI, not SSH (disabled) nor other ports; and not the inverters' DNS
     assert net.fetch(net.lan, f"http://{LAN_APPLIANCE_IP}/") == "200"
     assert net.fetch(net.lan, f"http://{LAN_APPLIANCE_IP}:22/") != "200"
@@ -327,6 +335,8 @@ def test_lan_dns_mode_answers_the_lan_with_the_lan_address(net):
         answer = wait_for(lambda: (lambda a: a if a["rcode"] == "NOERROR" else None)(
             lan_query("www.nepviewer.net")), 10, "an answer on the LAN")
         assert answer["addresses"] == [LAN_APPLIANCE_IP]
+        assert lan_query("gw.enecsys.net")["addresses"] == [LAN_APPLIANCE_IP]  # an Ethernet gateway's DNS
+        assert net.query("gw.enecsys.net")["addresses"] == [AP_IP]
         assert lan_query(UPSTREAM_NAME)["addresses"] == [UPSTREAM_ANSWER]
         assert net.query("www.nepviewer.net")["addresses"] == [AP_IP]
         assert "lan0" in (net.tmp / "run" / "dnsmasq.conf").read_text()
@@ -335,6 +345,21 @@ def test_lan_dns_mode_answers_the_lan_with_the_lan_address(net):
     wait_for(lambda: (net.status() or {}).get("lan_dns_mode") is False, 15, "LAN DNS mode off")
     result = net.run_in(net.lan, PYTHON, str(HERE), "query", LAN_APPLIANCE_IP, "www.nepviewer.net", "A")
     assert json.loads(result.stdout)["rcode"] != "NOERROR"
+
+
+def test_gateway_listener_port_opens_on_both_sides_when_enabled(net):
+    gateway_on = net.good_settings + '\n[gateway]\nenabled = true\nport = 5040\n'
+    net.settings.write_text(gateway_on)
+    try:
+        wait_for(lambda: net.fetch(net.inv, f"http://{AP_IP}:5040/") == "200", 15, "5040 from the access point")
+        assert net.fetch(net.lan, f"http://{LAN_APPLIANCE_IP}:5040/") == "200"  # a gateway on the LAN
+        # a gateway that dials the old server's address lands on the appliance
+        assert net.fetch(net.inv, "http://198.51.100.7:5040/") == "200"
+        assert net.fetch(net.inv, f"http://{AP_IP}:8081/") != "200"  # nothing else opened
+    finally:
+        net.settings.write_text(net.good_settings)
+    wait_for(lambda: net.fetch(net.inv, f"http://{AP_IP}:5040/") != "200", 15, "5040 closed again")
+    assert net.fetch(net.lan, f"http://{LAN_APPLIANCE_IP}:5040/") != "200"
 
 
 def test_killed_dnsmasq_is_restarted(net):

@@ -94,8 +94,8 @@ def lines(text: str) -> list[str]:
 
 def test_dnsmasq_overrides_the_portal_and_keeps_it_local():
     conf = lines(render_dnsmasq(["192.168.1.1"]))
-    assert "address=/nepviewer.net/nepviewer.com/10.42.0.1" in conf
-    assert "local=/nepviewer.net/nepviewer.com/" in conf  # AAAA & co answered here, not forwarded
+    assert "address=/nepviewer.net/nepviewer.com/gw.enecsys.net/10.42.0.1" in conf
+    assert "local=/nepviewer.net/nepviewer.com/gw.enecsys.net/" in conf  # AAAA & co answered here
     assert [l for l in conf if l.startswith("server=")] == ["server=192.168.1.1"]
     assert "no-resolv" in conf and "bind-dynamic" in conf
     assert "interface=wlan0" in conf and "except-interface=lo" in conf
@@ -115,7 +115,8 @@ def test_dnsmasq_without_upstream_has_no_server_and_reads_no_resolv_conf():
 def test_dnsmasq_lan_dns_mode_listens_on_the_lan_without_dhcp():
     conf = lines(render_dnsmasq(["192.168.1.1"], lan=("eth0",), lan_dns_mode=True))
     assert {"interface=eth0", "no-dhcp-interface=eth0", "localise-queries"} <= set(conf)
-    assert {"interface-name=www.nepviewer.net,eth0/4", "interface-name=www.nepviewer.net,wlan0/4"} <= set(conf)
+    assert {"interface-name=www.nepviewer.net,eth0/4", "interface-name=www.nepviewer.net,wlan0/4",
+            "interface-name=gw.enecsys.net,eth0/4", "interface-name=gw.enecsys.net,wlan0/4"} <= set(conf)
     # the mode off: the LAN interfaces are not mentioned even if passed
     assert "interface=eth0" not in lines(render_dnsmasq(["192.168.1.1"], lan=("eth0",)))
 
@@ -187,13 +188,29 @@ def test_firewall_lan_ports_follow_the_settings():
     assert "tcp dport { 22, 53, 1883, 8080 } accept" in rules
     assert "udp dport { 53, 68, 546, 5353 } accept" in rules
     assert "tcp dport 80 dnat ip to 10.42.0.1:8080" in rules
+    assert "5040" not in rules  # the Enecsys gateway listener is off
     settings.mqtt.host = "broker.example"
     assert not firewall.LanPorts.from_settings(settings).mqtt
 
 
+def test_firewall_opens_the_gateway_port_on_both_sides_when_the_listener_is_on():
+    settings = Settings()
+    settings.gateway.enabled, settings.gateway.port = True, 15040
+    lan = firewall.LanPorts.from_settings(settings)
+    assert lan.gateway == 15040
+    rules = firewall.render(plan(ap_settings()), lan)
+    ap_chain = rules.split("chain from_access_point {")[1].split("\n\t}")[0]
+    lan_chain = rules.split("chain from_lan {")[1].split("\n\t}")[0]
+    assert "tcp dport { 53, 80, 15040 } accept" in ap_chain
+    assert "tcp dport { 80, 1883, 15040 } accept" in lan_chain
+    # a gateway with the old server's address written in lands here too (it always dials 5040)
+    assert 'iifname "wlan0" tcp dport 5040 dnat ip to 10.42.0.1:15040' in rules
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="nft --check needs root and nft")
 def test_nft_accepts_the_ruleset():
-    rules = firewall.render(plan(ap_settings()), firewall.LanPorts(web=80, ssh=True, mqtt=True, dns=True))
+    rules = firewall.render(plan(ap_settings()), firewall.LanPorts(web=80, ssh=True, mqtt=True, dns=True,
+                                                                    gateway=5040))
     result = subprocess.run(["nft", "--check", "-f", "-"], input=rules, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from appliance import nepsim
+from appliance.sim import nep_inverters as nepsim
 from appliance.mqtt.publisher import CONFIG_SETTLE_SECONDS
 from appliance.protocols import nep
 from appliance.store import Store, ram_path

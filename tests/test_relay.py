@@ -12,9 +12,9 @@ import dns.message
 import dns.rrset
 import pytest
 
-from appliance import nepsim
-from appliance.nepsim import build_request
+from appliance.protocols.nep import build_request
 from appliance.settings import RelaySettings, Settings
+from appliance.sim import nep_inverters
 from appliance.store import Store
 from appliance.web.app import create_app
 from appliance.web.relay import Relay, parse_resolver
@@ -236,7 +236,7 @@ def test_a_hanging_portal_never_slows_the_inverter(tmp_path):
             durations = []
             for body in (BDM400, BDM800, BDM400[:-3] + b"\x00\x00\x00", BDM1200, BDM800):
                 started = time.monotonic()
-                reply = nepsim.post(web.url, "/i.php" if len(body) == 45 else "/t.php", body)
+                reply = nep_inverters.post(web.url, "/i.php" if len(body) == 45 else "/t.php", body)
                 durations.append(time.monotonic() - started)
                 assert reply.status == 200 and reply.body.isdigit()
             assert max(durations) < 2.0, durations  # well under the relay's 5 s timeout
@@ -253,14 +253,14 @@ def test_a_body_that_comes_back_around_is_neither_recorded_nor_relayed_again(tmp
     target: dict[str, str] = {}
 
     def reflect(body: bytes, _peer: tuple) -> None:  # a "portal" that is really a proxy back to us
-        nepsim.post(target["url"], "/i.php", body)
+        nep_inverters.post(target["url"], "/i.php", body)
 
     reflector = FakePortal(on_request=reflect)
     try:
         settings = {"relay": {"enabled": True, "address": "127.0.0.1", "port": reflector.port}}
         with running_web(tmp_path, settings) as web:
             target["url"] = web.url
-            assert nepsim.post(web.url, "/i.php", BDM400).status == 200
+            assert nep_inverters.post(web.url, "/i.php", BDM400).status == 200
             store = web.store()
             wait_for(lambda: store.counters().get(("relay_sent", "nep")) == 1)
             counters = store.counters()
@@ -277,7 +277,7 @@ def test_relaying_to_our_own_gunicorn_port_is_refused(tmp_path):
         port = probe.getsockname()[1]
     settings = {"relay": {"enabled": True, "address": "127.0.0.1", "port": port}}
     with running_web(tmp_path, settings, port=port) as web:
-        assert nepsim.post(web.url, "/i.php", BDM400).status == 200
+        assert nep_inverters.post(web.url, "/i.php", BDM400).status == 200
         store = web.store()
         wait_for(lambda: store.counters().get(("relay_failed", "nep")) == 1)
         counters = store.counters()

@@ -15,7 +15,7 @@ import tomllib
 
 from appliance.settings import Settings, load, save
 from appliance.store import Store
-from appliance.web import settings_form
+from appliance.settings import rules
 from appliance.web.app import create_app
 from factories import enecsys_reading, nep_reading
 
@@ -204,6 +204,32 @@ def test_settings_file_changed_elsewhere_is_reread(app, settings_file):
     assert app.extensions["solargw"].settings.system.timezone == "Asia/Tokyo"
 
 
+def test_settings_file_broken_elsewhere_keeps_the_settings_in_use(app, settings_file):
+    client = app.test_client()
+    client.get("/")
+    good = settings_file.read_text()
+    settings_file.write_text(good.replace('timezone = "UTC"', 'timezone = "Mars/Olympus"'))
+    assert client.get("/status").status_code == 200
+    services = app.extensions["solargw"]
+    assert services.settings.system.timezone == "UTC"
+    assert "[system] timezone: unknown time zone 'Mars/Olympus'" in services.follower.error
+    settings_file.write_text(good.replace('timezone = "UTC"', 'timezone = "Asia/Tokyo"'))
+    client.get("/")
+    assert services.settings.system.timezone == "Asia/Tokyo" and services.follower.error == ""
+
+
+def test_a_form_save_refuses_a_file_broken_in_another_section(app, settings_file):
+    client = logged_in_client(app)
+    token = csrf(client.get("/settings").data)
+    on_disk = settings_file.read_text()
+    broken = on_disk.replace("channel = 13", "channel = 40")  # [zigbee] channel, edited by hand
+    assert broken != on_disk
+    settings_file.write_text(broken)
+    response = client.post("/settings/system", data={"csrf_token": token, "timezone": "Europe/Paris"})
+    assert response.status_code == 500 and b"[zigbee] channel: 40 is not a Zigbee channel" in response.data
+    assert settings_file.read_text() == broken  # nothing written
+
+
 def test_password_change_needs_current_and_logs_out_other_sessions(app, settings_file):
     client = logged_in_client(app)
     other = app.test_client()
@@ -262,13 +288,13 @@ def test_history_export_is_a_sqlite_backup(app, tmp_path):
 
 
 def test_passphrase_rules():
-    assert settings_form.passphrase_error("x" * 7)
-    assert settings_form.passphrase_error("x" * 64)
-    assert settings_form.passphrase_error("x" * 8) is None
-    assert settings_form.passphrase_error("x" * 63) is None
-    assert settings_form.passphrase_error("pässwörter") is not None
-    assert settings_form.channel_error(14, "GB") and settings_form.channel_error(13, "GB") is None
-    assert settings_form.ssid_error("") and settings_form.ssid_error("x" * 33) and settings_form.ssid_error("roof") is None
+    assert rules.passphrase_error("x" * 7)
+    assert rules.passphrase_error("x" * 64)
+    assert rules.passphrase_error("x" * 8) is None
+    assert rules.passphrase_error("x" * 63) is None
+    assert rules.passphrase_error("pässwörter") is not None
+    assert rules.channel_error(14, "GB") and rules.channel_error(13, "GB") is None
+    assert rules.ssid_error("") and rules.ssid_error("x" * 33) and rules.ssid_error("roof") is None
 
 
 def test_environment_overrides_are_never_written_to_the_file(settings_file, monkeypatch):
@@ -393,3 +419,30 @@ def test_power_chart_keeps_a_lone_reading_between_gaps():
     assert len(chart.paths) == 3
     assert [path.count(" L") for path in chart.paths] == [1, 0, 1]
     assert chart.paths[1].endswith(" l1,0")
+
+
+def test_the_gateway_listener_is_turned_on_from_the_settings_page(app, settings_file):
+    import socket
+
+    from brokers import free_port
+
+    port = free_port()
+    data = load(settings_file, env={})
+    data.gateway.listen_addr, data.gateway.port = "127.0.0.1", port
+    save(data, settings_file)
+    client = logged_in_client(app)
+    page = client.get("/settings")
+    assert b"Genuine Enecsys gateway" in page.data and b"gw.enecsys.net" in page.data
+    response = client.post("/settings/gateway", data={"csrf_token": csrf(page.data), "enabled": "1"})
+    assert response.status_code == 302
+    assert load(settings_file, env={}).gateway.enabled
+    services = app.extensions["solargw"]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as gateway:
+            assert gateway.recv(64) == b"0E0000000000cgAD83\r"  # the listener answers at once
+        assert services.appliance_status()["gateway"] in ("waiting", "1 connected")
+        page = client.get("/settings")
+        client.post("/settings/gateway", data={"csrf_token": csrf(page.data)})  # unchecked: off
+        assert not load(settings_file, env={}).gateway.enabled and services.gateway is None
+    finally:
+        services.close()

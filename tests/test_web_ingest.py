@@ -13,8 +13,8 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings as settings_profile, strategies as st
 
-from appliance import nepsim
 from appliance.settings import Settings
+from appliance.sim import nep_inverters
 from appliance.store import Store
 from appliance.web import ingest
 from appliance.web.app import create_app
@@ -64,6 +64,7 @@ class RecordingPublisher:
     def __init__(self, fail: bool = False):
         self.published: list = []
         self.statuses: list = []
+        self.refreshes = 0
         self.fail = fail
 
     def publish(self, recorded) -> None:
@@ -73,6 +74,9 @@ class RecordingPublisher:
 
     def publish_status(self, status) -> None:
         self.statuses.append(dict(status))
+
+    def refresh_status(self) -> None:
+        self.refreshes += 1
 
     def remove(self, serial) -> None: ...
     def close(self) -> None: ...
@@ -193,13 +197,17 @@ def test_the_publisher_gets_every_recorded_reading_and_its_failure_loses_nothing
     assert "12345678" in store.latest()
 
 
-def test_appliance_status_goes_to_home_assistant_at_most_once_a_minute(settings, store):
+def test_appliance_status_is_what_the_store_knows_now_and_a_report_asks_for_it(settings, store):
     publisher = RecordingPublisher()
-    client = create_app(settings, store, publisher=publisher).test_client()
+    app = create_app(settings, store, publisher=publisher)
+    client = app.test_client()
+    svc = app.extensions["solargw"]
+    assert svc.appliance_status() == {"inverters": 0, "wifi": "not running"}
     store.set_status("net", {"state": "running"})
     post(client, "/i.php", BDM400)
     post(client, "/i.php", bytes.fromhex(NEP_BDM800["hex"]))
-    assert publisher.statuses == [{"inverters": 1, "wifi": "running"}]
+    assert publisher.refreshes == 2  # the publisher reads appliance_status() on its own thread
+    assert svc.appliance_status() == {"inverters": 2, "wifi": "running"}
 
 
 def test_timestamp_reply_orders_year_month_day():
@@ -236,7 +244,7 @@ def test_gunicorn_takes_vectors_garbage_and_floods_and_stays_intact(tmp_path):
             body = bytes.fromhex(vector["hex"])
             path = "/t.php" if len(body) == 69 else "/i.php"
             before = time.time()
-            reply = nepsim.post(web.url, path, body)  # the inverter's exact minimal request
+            reply = nep_inverters.post(web.url, path, body)  # the inverter's exact minimal request
             assert_timestamp_reply(reply.status, "text/html", reply.body, before, time.time())
         good = web.store().latest()
         assert set(good) == {v["serial"] for v in VECTORS}
@@ -280,7 +288,7 @@ def test_gunicorn_takes_vectors_garbage_and_floods_and_stays_intact(tmp_path):
 
 @pytest.mark.slow
 def test_gunicorn_answers_concurrent_inverters(tmp_path):
-    fleet = nepsim.make_fleet(20, ["bdm400", "bdm800", "bdm2250"], seed=3)
+    fleet = nep_inverters.make_fleet(20, ["bdm400", "bdm800", "bdm2250"], seed=3)
     noon = datetime.now().replace(hour=12, minute=0, second=0, microsecond=0)
     rng = random.Random(1)
     packets = [(inv.path, inv.packet(noon, rng)) for inv in fleet]
@@ -291,7 +299,7 @@ def test_gunicorn_answers_concurrent_inverters(tmp_path):
         def send(path: str, body: bytes) -> None:
             try:
                 for _ in range(5):
-                    replies.append(nepsim.post(web.url, path, body))
+                    replies.append(nep_inverters.post(web.url, path, body))
             except Exception as exc:  # collected and asserted below
                 errors.append(exc)
 
@@ -322,7 +330,7 @@ def test_the_seed_servers_environment_variables_choose_where_it_listens(tmp_path
     env = {"NEP_LISTEN_ADDR": "127.0.0.1", "NEP_LISTEN_PORT": str(port)}
     with running_web(tmp_path, {"web": {"port": 1}}, env=env, port=None) as web:
         assert web.url == f"http://127.0.0.1:{port}/"
-        assert nepsim.post(web.url, "/i.php", BDM400).status == 200
+        assert nep_inverters.post(web.url, "/i.php", BDM400).status == 200
 
 
 def run_cli(*args: str, env: dict | None = None):
@@ -359,6 +367,6 @@ def test_readings_reach_mqtt_from_the_gunicorn_worker(tmp_path):
     with mosquitto() as broker, broker.subscribe("solargw/#") as messages:
         env = {"NEP_MQTT_ADDR": "127.0.0.1", "NEP_MQTT_PORT": str(broker.port)}  # the seed's variables
         with running_web(tmp_path, env=env) as web:
-            assert nepsim.post(web.url, "/i.php", BDM400).status == 200
+            assert nep_inverters.post(web.url, "/i.php", BDM400).status == 200
             state = messages.wait("solargw/inverter/12345678/state")
             assert "223.89" in state.text

@@ -6,22 +6,27 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import requests
 import tomli_w
 from zigpy_znp.types.nvids import OsalNvIds
 
 from appliance.mqtt import make_publisher
 from appliance.protocols import enecsys
 from appliance.settings import from_dict
+from appliance.sim.enecsys_inverters import ForeignDevice, InverterFleet
+from appliance.sim.sun import SimClock
+from appliance.sim.zstack.air import RadioConditions
+from appliance.sim.zstack.coordinator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator, FirmwareVersion
 from appliance.store import Store
-from appliance.zigbee.emulator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator, FirmwareVersion
-from appliance.zigbee.inverters import DayCurve, ForeignDevice, InverterFleet
 from appliance.zigbee.service import ZigbeeService
 from brokers import free_port, mosquitto
+from vectors import CAPTURE_JOIN
 
 SERIALS = [100095471, 100012445, 100048236, 100048590]
 
@@ -47,7 +52,7 @@ def service_settings(tmp_path: Path, device: str, broker=None, channel: int = 13
 
 def fleet_for(emu, serials=SERIALS, **options) -> InverterFleet:
     options = {"interval": 0.3, "handshake_timeout": 2.0, "retry_delay": 0.3, "alarm_probability": 0.0,
-               "curve": DayCurve(start_hour=12), **options}
+               "clock": SimClock.at(12), **options}
     return InverterFleet(emu, serials, **options)
 
 
@@ -74,7 +79,7 @@ def test_inverters_handshake_report_to_store_and_mqtt_and_junk_is_counted(tmp_pa
         # the network the service asked for, seen from the stick
         assert (emu.pan_id, emu.channel, emu.stack_profile) == (0x02AA, 13, 0)
         assert emu.extended_pan_id == bytes.fromhex("d37339d4cb1c60bb")[::-1]
-        assert emu.nv_get(OsalNvIds.STACK_PROFILE) == b"\x00"
+        assert emu.nv.read(OsalNvIds.STACK_PROFILE) == b"\x00"
         writes = [i for i, e in enumerate(emu.events) if e.name == "nv_write"
                   and e.detail["nvid"] == OsalNvIds.STACK_PROFILE and e.detail["value"] == b"\x00"]
         resets = [i for i, e in enumerate(emu.events) if e.name == "reset"]
@@ -88,11 +93,14 @@ def test_inverters_handshake_report_to_store_and_mqtt_and_junk_is_counted(tmp_pa
             assert enecsys.classify(reply["data"]) == enecsys.FrameKind.HANDSHAKE_REPLY
             assert enecsys.checksum_ok(reply["data"]) and reply["data"][2:10] == emu.ieee.to_bytes(8, "little")
 
-        # reports reach the store and the broker
-        await until(lambda: len(store.latest()) == len(SERIALS), 10, "a report of every inverter in the store")
+        # reports reach the store and the broker (after the start-up reports, 0 W with the start-up alarms)
+        def producing() -> bool:
+            latest = store.latest()
+            return len(latest) == len(SERIALS) and all(
+                r.kind == "report" and r.fields["ac_power_w"] > 0 for r in latest.values())
+
+        await until(producing, 10, "a report of every inverter in the store")
         for serial in map(str, SERIALS):
-            latest = store.latest()[serial]
-            assert latest.fields["ac_power_w"] > 0 and latest.kind == "report"
             log.wait(f"solargw/inverter/{serial}/state", lambda m: json.loads(m.payload).get("ac_power_w"), 10)
             assert store.inverter(serial).model == "WSI-00003"
 
@@ -297,16 +305,16 @@ def test_subprocess_service_restarts_without_duplicating_energy(tmp_path):
 
 
 def test_auto_detection_finds_the_sonoff_dongle(tmp_path):
-    from appliance.zigbee import device
+    from appliance.zigbee import port
 
-    assert device.resolve("auto", tmp_path / "missing") is None
-    assert device.resolve("socket://10.0.0.2:6638", tmp_path) == "socket://10.0.0.2:6638"
+    assert port.resolve("auto", tmp_path / "missing") is None
+    assert port.resolve("socket://10.0.0.2:6638", tmp_path) == "socket://10.0.0.2:6638"
     (tmp_path / "usb-Some_Mouse-if00").touch()
-    assert device.resolve("auto", tmp_path) is None
+    assert port.resolve("auto", tmp_path) is None
     sonoff = tmp_path / "usb-ITead_Sonoff_Zigbee_3.0_USB_Dongle_Plus_a4b3e1d2c3f2ed11-if00-port0"
     sonoff.touch()
-    assert device.resolve("auto", tmp_path) == str(sonoff)
-    assert device.resolve("", tmp_path) == str(sonoff)
+    assert port.resolve("auto", tmp_path) == str(sonoff)
+    assert port.resolve("", tmp_path) == str(sonoff)
 
 
 def test_telemetry_json_has_the_seed_shape_and_is_replaced_atomically(tmp_path):
@@ -386,3 +394,189 @@ def test_the_running_service_follows_edits_of_the_settings_file(tmp_path):
 
     with mosquitto() as first, mosquitto() as second, first.subscribe("solargw/#") as first_log:
         asyncio.run(scenario(first_log, second))
+
+
+@pytest.mark.slow
+def test_fifty_inverters_joining_at_once_are_all_answered_and_report(tmp_path):
+    async def scenario():
+        emu = CoordinatorEmulator()
+        await emu.start()
+        settings = from_dict(service_settings(tmp_path, emu.url))
+        store = Store.from_settings(settings)
+        service = ZigbeeService(settings, store, status_seconds=0.5)
+        running = asyncio.create_task(service.run())
+        await until(lambda: emu.permit_join, 20, "the network")
+        fleet = fleet_for(emu, InverterFleet.default_serials(50), interval=1.0, handshake_timeout=3.0)
+        fleet.start()  # all at once, on a network that is already up
+        await until(fleet.reporting, 30, "all 50 inverters reporting")
+        assert len({emu.nwk_of(inverter) for inverter in fleet.inverters}) == 50  # 50 short addresses
+        assert all(i.stats.handshake_timeouts == 0 and i.stats.joins == 1 for i in fleet.inverters)
+        await until(lambda: len(store.latest()) == 50 and all(
+            r.kind == "report" for r in store.latest().values()), 20, "a report of each in the store")
+        assert service.frames.handshakes == 50
+        service.stop()
+        await asyncio.wait_for(running, 10)
+        await fleet.stop()
+        await emu.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_a_frame_that_claims_another_inverters_identity_is_refused_and_kept(tmp_path):
+    """The IEEE inside a frame must be its sender's: a forger's handshake is not answered and its
+    report not recorded, both kept with the rejected frames; an unknown sender is looked up."""
+    async def scenario():
+        emu = CoordinatorEmulator()
+        await emu.start()
+        settings = from_dict(service_settings(tmp_path, emu.url))
+        store = Store.from_settings(settings)
+        service = ZigbeeService(settings, store, status_seconds=0.2)
+        genuine = SERIALS[0]
+        fleet = fleet_for(emu, [genuine])
+        fleet.start()
+        running = asyncio.create_task(service.run())
+        await until(lambda: str(genuine) in store.latest(), 20, "the genuine inverter's reports")
+        lifetime = store.inverter(str(genuine)).lifetime_wh
+
+        stranger = ForeignDevice(emu)  # a non-Enecsys device
+        twin = ForeignDevice(emu, ieee=enecsys.serial_to_ieee(SERIALS[1]))  # another inverter
+        request = enecsys.encode_handshake_request(genuine)
+        report = enecsys.encode_report(genuine, 9, 0, 2.0, 60, 0.95, 50, 240, 30, 60_000_000)
+        for forger in (stranger, twin):
+            assert forger.join() is not None
+            assert forger.send(request) and forger.send(report)
+
+        def refused() -> list:
+            return [r for r in store.rejected() if "sender mismatch" in r.reason]
+
+        await until(lambda: len(refused()) == 4, 10, "the four forged frames among the rejected")
+        for forger in (stranger, twin):
+            nwk = emu.nwk_of(forger)
+            reasons = {r.reason for r in refused() if r.source == f"zigbee:0x{nwk:04x}"}
+            assert reasons == {f"sender mismatch: 0x{nwk:04x} is {forger.ieee:016x}; the frame says "
+                               f"34c69a0005f755ef (serial {genuine})"}
+            assert not [e for e in emu.events_named("af_data_request") if e.detail["nwk"] == nwk]  # unanswered
+        assert {r.frame_hex for r in refused()} == {request.hex(), report.hex()}
+        assert store.counters()[("sender_mismatches", "enecsys")] == 4
+        assert service.frames.handshakes == 1 and sorted(store.latest()) == [str(genuine)]
+        assert store.inverter(str(genuine)).lifetime_wh < 50_000_000  # the forged counter went nowhere
+        assert store.inverter(str(genuine)).lifetime_wh >= lifetime
+
+        # a genuine sender the device list has lost (a restarted service, say) is asked who it is
+        app = service.app
+        app.devices.pop(next(ieee for ieee, d in app.devices.items() if d.nwk == emu.nwk_of(fleet.inverters[0])))
+        recorded = store.counters().get(("readings_recorded", "enecsys"), 0)
+        await until(lambda: store.counters().get(("readings_recorded", "enecsys"), 0) > recorded + 1, 10,
+                    "reports after the lookup")
+        assert emu.events_named("ieee_addr_answered")[-1].detail["nwk"] == emu.nwk_of(fleet.inverters[0])
+        assert len(refused()) == 4
+
+        service.stop()
+        await asyncio.wait_for(running, 10)
+        await fleet.stop()
+        await emu.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_inverters_behind_a_realistic_radio_all_report(tmp_path):
+    """Delay, loss with APS retries and a full child table: joins go through other inverters, and
+    every inverter is answered and reports all the same."""
+    async def scenario():
+        radio = RadioConditions(hop_delay=0.010, hop_jitter=0.030, loss=0.05, max_children=4, seed=3)
+        emu = CoordinatorEmulator(radio=radio)
+        await emu.start()
+        settings = from_dict(service_settings(tmp_path, emu.url))
+        store = Store.from_settings(settings)
+        service = ZigbeeService(settings, store, status_seconds=0.5)
+        fleet = fleet_for(emu, InverterFleet.default_serials(10), interval=0.5, handshake_timeout=3.0)
+        fleet.start()
+        running = asyncio.create_task(service.run())
+        await until(fleet.reporting, 40, "every inverter reporting")
+        hops = [emu.network.get(inverter.ieee).hops for inverter in fleet.inverters]
+        assert hops.count(1) == 4 and max(hops) >= 2
+        assert min(fleet.latencies()) >= 2 * radio.hop_delay
+        await until(lambda: len(store.latest()) == 10, 20, "a reading of each in the store")
+        assert emu.air.stats.lost > 0 and emu.air.stats.aps_retries > 0
+        service.stop()
+        await asyncio.wait_for(running, 10)
+        await fleet.stop()
+        await emu.stop()
+
+    asyncio.run(scenario())
+
+
+def test_frame_handling_needs_no_zigpy_and_refuses_a_claimed_identity(tmp_path):
+    import concurrent.futures
+
+    from appliance.pipeline import Pipeline
+    from appliance.zigbee.frames import EnecsysFrames
+
+    probe = "import sys, appliance.zigbee.frames; print(sorted(m for m in sys.modules if m.startswith('zigpy')))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+    async def scenario():
+        store = Store(tmp_path / "data")
+        with concurrent.futures.ThreadPoolExecutor(1) as executor:
+            frames = EnecsysFrames(store, Pipeline(store), executor)
+            sent: list[tuple[int, bytes]] = []
+
+            async def reply(nwk: int, data: bytes) -> None:
+                sent.append((nwk, data))
+
+            request = enecsys.encode_handshake_request(SERIALS[0])
+            gateway = bytes(8)
+            await frames.frame(0x1111, request, enecsys.serial_to_ieee(SERIALS[0]), gateway, reply)
+            await frames.frame(0x2222, request, enecsys.serial_to_ieee(SERIALS[1]), gateway, reply)
+            await frames.frame(0x3333, request, None, gateway, reply)
+            await asyncio.get_running_loop().run_in_executor(executor, lambda: None)  # the store thread is done
+        assert sent == [(0x1111, enecsys.handshake_reply(gateway))]
+        reasons = sorted(r.reason for r in store.rejected())
+        assert reasons == [
+            "sender mismatch: 0x2222 is 34c69a0005f6119d; the frame says 34c69a0005f755ef (serial 100095471)",
+            "sender mismatch: 0x3333 is not on the network's device list; the frame says 34c69a0005f755ef "
+            "(serial 100095471)"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_the_real_capture_replayed_through_solargw_zigbee_ends_in_data_json(tmp_path):
+    """``solargw simulate enecsys --replay`` plays the captured join against the real ``solargw zigbee``;
+    ``solargw web`` then serves the inverter with the capture's lifetime energy and model, and the
+    replay found the service's answer shaped like the genuine gateway's.
+
+    The speed stays near real time: the capture's lifetime counter moves 145 Wh in 100 s, and the
+    ledger takes a step only if an inverter could have produced it in the time that passed."""
+    from server import running_web
+
+    port = free_port()
+    solargw = [sys.executable, "-m", "appliance"]
+    replay = subprocess.Popen([*solargw, "simulate", "enecsys", "--replay", str(CAPTURE_JOIN), "--speed", "1.3",
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    zigbee = None
+    try:
+        assert replay.stdout.readline().strip() == f"socket://127.0.0.1:{port}"
+        with running_web(tmp_path) as web:
+            settings_file = tmp_path / "zigbee.toml"
+            settings_file.write_text(tomli_w.dumps({"data": {"dir": str(web.data_dir)}, "mqtt": {"enabled": False},
+                                                    "zigbee": {"device": f"socket://127.0.0.1:{port}"}}))
+            env = {**os.environ, "SOLARGW_SETTINGS": str(settings_file)}
+            zigbee = subprocess.Popen([*solargw, "zigbee"], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True)
+            out, err = replay.communicate(timeout=150)
+            assert replay.returncode == 0, out + err
+            assert "no reply mismatch" in out and "replay mismatch" not in err, out + err
+            assert "inverter 100095471 (IEEE 34c69a0005f755ef) joined" in out
+            assert "11 frames sent, 1 answers compared" in out
+            entry = requests.get(web.url + "data.json", timeout=5).json()["100095471"]
+            assert entry["lifetime_wh"] == 1_347_515 and entry["model"] == "WSI-00003"
+            assert (entry["fields"]["dc_power_w"], entry["mac"]) == (44, "34c69a0005f755ef")
+    finally:
+        for process in (replay, zigbee):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(20)
+    assert zigbee.returncode == 0

@@ -5,6 +5,12 @@ captured Enecsys handshake pairs of the Enecsys-Zigbee-HA write-up.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+CAPTURE_JOIN = Path(__file__).parent / "fixtures" / "enecsys-join-100095471.json"
+"""A real over-the-air join of inverter 100095471 to a genuine gateway (decrypted APS payloads,
+with timing): see its ``_about``."""
+
 # --- NEP ------------------------------------------------------------------------------------
 
 NEP_BDM400 = {
@@ -138,3 +144,16 @@ ENECSYS_WS_LINE = {
     "wh": 370,
     "kwh": 1108,
 }
+
+ENECSYS_GATEWAY_LINES = [
+    # lines a genuine Enecsys gateway sent (replayed by a public test script against gw.enecsys.net:5040)
+    "167735A88A00IQAAAABfAlIB0E",
+    "4A7735A88A01180743WZ=i6g1dwCaxjQAACsoIQEAAAAuClOLqDV3AJrGNEg=52,S=2000005259C2",
+    "167735A88A00IQAAAABgAlIB6C",
+    "167735A88A00IQAAAABhAlIB5C",
+    "4A7735A88A01180940WZ=i6g1dwCaxjQAACwYIQEAAAAvClOLqDV3AJrGNEg=3C,S=2000005259C1",
+    "167735A88A00IQAAAABiAlIB3E",
+    "4A7735A88A01181141WZ=i6g1dwCaxjQAAC0IIQEAAAAwClOLqDV3AJrGNEg=8D,S=200000525936",
+]
+ENECSYS_GATEWAY_KEEPALIVE = "0E0000000000cgAD83"
+"""The server's answer (e2pv sends it, followed by CR)."""

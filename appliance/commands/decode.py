@@ -7,10 +7,11 @@ import time
 from typing import Any
 
 from appliance.cli import CommandError
+from appliance.fields import unit_for
 from appliance.protocols import nep
 from appliance.protocols.detect import decode_text
 from appliance.protocols.enecsys import Handshake
-from appliance.reading import FrameError, Reading, unit_for
+from appliance.reading import FrameError, Reading
 
 USAGE = """\
 FRAME is a NEP body or an Enecsys frame in hex (spaces and colons allowed), or a

@@ -1,4 +1,4 @@
-"""``solargw demo``: the whole appliance on this PC, with simulated inverters (see :mod:`appliance.demo`)."""
+"""``solargw demo``: the whole appliance on this PC, with simulated inverters (see :mod:`appliance.sim.demo`)."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +9,10 @@ from appliance.cli import CommandError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run the web UI, MQTT, the Zigbee service and seven simulated inverters on this PC",
-        description="Start mosquitto, the emulated Zigbee coordinator with four simulated Enecsys inverters, "
-                    "the Zigbee and web services and three simulated NEP inverters; print the URL and the "
+        "demo", help="run the web UI, MQTT, the Zigbee service and ten simulated inverters on this PC",
+        description="Write a week of history, then start mosquitto, the emulated Zigbee coordinator with four "
+                    "simulated Enecsys inverters, the Zigbee and web services, a simulated Enecsys gateway with "
+                    "three inverters behind it and three simulated NEP inverters; print the URL and the "
                     "admin password; Ctrl-C stops everything.",
     )
     parser.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
@@ -23,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from appliance import demo
+    from appliance.sim import demo
 
     if not 0 <= args.port < 65536:
         raise CommandError(f"--port {args.port} is not a port number")

@@ -17,10 +17,8 @@ from pathlib import Path
 from appliance import settings as settings_module
 from appliance.cli import CommandError, load_settings
 from appliance.net.addressing import NetConfigError
-from appliance.net.plan import RUN_DIR, RuntimePaths, build, with_interface
+from appliance.net.plan import CONFIGS, RUN_DIR, RuntimePaths, render_config, with_interface
 from appliance.net.resolvers import RESOLV_CONF
-
-CONFIGS = ("hostapd", "dnsmasq", "nftables", "wpa_supplicant")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,21 +76,10 @@ def _paths(args: argparse.Namespace) -> RuntimePaths:
     return RuntimePaths(run_dir=args.run_dir, leases=args.leases, resolv_conf=args.resolv_conf)
 
 
-def render_text(config: str, settings: settings_module.Settings, paths: RuntimePaths) -> str:
-    from appliance.net import hostapd, wpa
-
-    if config == "hostapd":
-        return hostapd.render(settings.access_point)
-    if config == "wpa_supplicant":
-        return wpa.render(settings)
-    plan = build(settings, paths)
-    return plan.dnsmasq_conf if config == "dnsmasq" else plan.ruleset
-
-
 def run_render(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
-        text = render_text(args.config, settings, _paths(args))
+        text = render_config(args.config, settings, _paths(args))
     except NetConfigError as exc:
         raise CommandError(str(exc)) from None
     if args.output is None:
@@ -125,7 +112,7 @@ def run_clients(args: argparse.Namespace) -> int:
 
 def run_enabled(args: argparse.Namespace) -> int:
     try:
-        settings = settings_module.load(args.settings)
+        settings = settings_module.load_valid(args.settings)
     except settings_module.SettingsError as exc:
         print(f"solargw net enabled: {exc}", file=sys.stderr)
         return 255  # systemd: a failed condition command, not a false condition
@@ -136,18 +123,11 @@ def run_enabled(args: argparse.Namespace) -> int:
 
 
 def run_service(args: argparse.Namespace) -> int:
-    from appliance.net.service import NetService
+    from appliance.net.service import serve
+    from appliance.runtime import ServiceError
 
-    settings = _settings(args)  # a bad file at start is an error, not a wait for a good one
     try:
-        build(settings, _paths(args))
-    except NetConfigError as exc:
+        return serve(Path(args.settings or settings_module.settings_path()), _paths(args), interface=args.interface,
+                     dnsmasq_binary=args.dnsmasq, use_firewall=not args.no_firewall)
+    except ServiceError as exc:
         raise CommandError(str(exc)) from None
-    if os.geteuid() != 0:
-        raise CommandError("net run configures interfaces and runs dnsmasq: it needs root")
-    settings_module.apply_timezone(settings)
-    path = args.settings or settings_module.settings_path()
-    return NetService(
-        Path(path), _paths(args), interface=args.interface,
-        dnsmasq_binary=args.dnsmasq, use_firewall=not args.no_firewall,
-    ).run()

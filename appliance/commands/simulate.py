@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
+from pathlib import Path
 
 from appliance.cli import CommandError
+from appliance.sim.sun import SimClock
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +41,7 @@ def _positive(text: str) -> float:
 
 
 def register_nep(families: argparse._SubParsersAction) -> None:
-    from appliance.nepsim import RATED_W
+    from appliance.sim.nep_inverters import RATED_W
 
     parser = families.add_parser(
         "nep", help="NEP Wi-Fi inverters posting /i.php and /t.php",
@@ -63,23 +65,23 @@ def register_nep(families: argparse._SubParsersAction) -> None:
 
 
 def run_nep(args: argparse.Namespace) -> int:
-    from appliance import nepsim
+    from appliance.sim import nep_inverters
 
     if args.inverters < 1:
         raise CommandError("--inverters must be at least 1")
     models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
     try:
-        fleet = nepsim.make_fleet(args.inverters, models, seed=args.seed)
-        nepsim.post_url_check(args.url)
+        fleet = nep_inverters.make_fleet(args.inverters, models, seed=args.seed)
+        nep_inverters.post_url_check(args.url)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     for inverter in fleet:
         print(f"inverter {inverter.serial} {inverter.model} posts {inverter.path}", flush=True)
-    clock = nepsim.SimClock(args.start, args.speed)
+    clock = SimClock(args.start, args.speed)
     report = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
     try:
-        ok, failed = nepsim.run(args.url, fleet, interval=args.interval, clock=clock, rounds=args.rounds,
-                                seed=args.seed, report=report)
+        ok, failed = nep_inverters.run(args.url, fleet, interval=args.interval, clock=clock, rounds=args.rounds,
+                                       seed=args.seed, report=report)
     except KeyboardInterrupt:
         return 130
     print(f"{ok} posts answered with the time, {failed} failed", flush=True)
@@ -96,7 +98,10 @@ def register_enecsys(families: argparse._SubParsersAction) -> None:
         description="Run an emulated Z-Stack coordinator on a TCP port with simulated Enecsys inverters: "
                     "point the Zigbee service at the socket:// URL it prints ([zigbee] device or "
                     "`solargw zigbee --device URL`). The inverters join once the service has formed the "
-                    "Enecsys network, wait for its handshake reply, then report.",
+                    "Enecsys network, wait for its handshake reply, then report. With --replay, the "
+                    "inverters of a real capture play it instead, the service's answers are compared with "
+                    "the genuine gateway's, and the command ends when the capture does (exit status 1 "
+                    "if the answers differ).",
     )
     parser.add_argument("--inverters", type=int, default=3, help="how many inverters (default: %(default)s)")
     parser.add_argument("--interval", type=_positive, default=60.0,
@@ -104,61 +109,82 @@ def register_enecsys(families: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--speed", type=_positive, default=1.0,
-                        help="simulated seconds per real second for the day curve (default: %(default)s)")
+                        help="simulated seconds per real second: the day curve's, or the capture's with "
+                             "--replay (default: %(default)s)")
     parser.add_argument("--start", type=_time_of_day, metavar="HH:MM",
                         help="simulated time of day to start at (default: now)")
     parser.add_argument("--stock-firmware", action="store_true",
                         help="emulate a stick without the Enecsys trust-center key (inverters fail to join)")
+    parser.add_argument("--radio", choices=("ideal", "realistic"), default="ideal",
+                        help="ideal: frames arrive at once; realistic: 10-40 ms per hop, 2%% loss with "
+                             "Z-Stack's APS retries, a 50-device child table (default: %(default)s)")
+    parser.add_argument("--replay", metavar="FILE", type=Path,
+                        help="play a capture (JSON: frames with t, from, nwk, hex) instead of simulated inverters")
     parser.set_defaults(func=run_enecsys)
 
 
 def run_enecsys(args: argparse.Namespace) -> int:
     import asyncio
 
+    from appliance.sim import enecsys_inverters, replay
+    from appliance.sim.zstack.air import IDEAL, REALISTIC
+    from appliance.sim.zstack.coordinator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator
+
     if args.inverters < 0:
         raise CommandError("--inverters must not be negative")
     if not 0 <= args.port < 65536:
         raise CommandError(f"--port {args.port} is not a port number")
+    options = {"tc_link_key": DEFAULT_TC_LINK_KEY} if args.stock_firmware else {}
+    emulator = CoordinatorEmulator(radio=REALISTIC if args.radio == "realistic" else IDEAL, **options)
     try:
-        return asyncio.run(_simulate_enecsys(args))
+        if args.replay:
+            frames = replay.load_capture(args.replay)
+            return asyncio.run(replay.serve(emulator, frames, args.replay.name, args.host, args.port, args.speed))
+        return asyncio.run(enecsys_inverters.serve(emulator, args.inverters, args.host, args.port,
+                                                   interval=args.interval, clock=SimClock(args.start, args.speed)))
+    except replay.CaptureError as exc:
+        raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
 
 
-async def _simulate_enecsys(args: argparse.Namespace) -> int:
+# --- a genuine Enecsys gateway (its TCP upload stream) ----------------------------------------
+
+def register_enecsys_gateway(families: argparse._SubParsersAction) -> None:
+    parser = families.add_parser(
+        "enecsys-gateway", help="a genuine Enecsys gateway uploading its inverters' reports over TCP",
+        description="Simulated Enecsys inverters behind a genuine Enecsys gateway: it connects to HOST:PORT "
+                    "(the appliance's [gateway] listener, port 5040) and sends pings, its own reports and "
+                    "one WS= line per inverter and interval, as a real gateway does.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="where the listener is (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=5040, help="its port (default: %(default)s)")
+    parser.add_argument("--inverters", type=int, default=3, help="how many inverters (default: %(default)s)")
+    parser.add_argument("--interval", type=_positive, default=60.0,
+                        help="seconds between an inverter's reports (default: %(default)s)")
+    parser.add_argument("--ping-interval", type=_positive, default=60.0,
+                        help="seconds between the gateway's pings (default: %(default)s)")
+    parser.add_argument("--speed", type=_positive, default=1.0,
+                        help="simulated seconds per real second for the day curve (default: %(default)s)")
+    parser.add_argument("--start", type=_time_of_day, metavar="HH:MM",
+                        help="simulated time of day to start at (default: now)")
+    parser.set_defaults(func=run_enecsys_gateway)
+
+
+def run_enecsys_gateway(args: argparse.Namespace) -> int:
     import asyncio
-    import signal
 
-    from appliance.zigbee.emulator import DEFAULT_TC_LINK_KEY, CoordinatorEmulator
-    from appliance.zigbee.inverters import DayCurve, InverterFleet
+    from appliance.sim import enecsys_gateway
+    from appliance.sim.sun import SimClock
 
-    start = args.start or datetime.now()
-    curve = DayCurve(start_hour=start.hour + start.minute / 60, time_scale=args.speed)
-    options = {"tc_link_key": DEFAULT_TC_LINK_KEY} if args.stock_firmware else {}
-    emulator = CoordinatorEmulator(**options)
-    url = await emulator.start(args.host, args.port)
-    fleet = InverterFleet(emulator, InverterFleet.default_serials(args.inverters), interval=args.interval,
-                          curve=curve)
-    print(url, flush=True)
-    for inverter in fleet.inverters:
-        print(f"inverter {inverter.serial} (IEEE {inverter.ieee:016x}) waits for PAN 0x02AA", flush=True)
-    if curve.fraction() <= 0:
-        print(f"it is night at the simulated time ({start:%H:%M}): the inverters stay silent until 06:00 "
-              "(use --start 12:00 or a larger --speed)", flush=True)
-    fleet.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await fleet.stop()
-    await emulator.stop()
-    for inverter in fleet.inverters:
-        s = inverter.stats
-        print(f"inverter {inverter.serial}: {s.joins} joins, {s.handshake_replies} handshake replies, "
-              f"{s.reports_sent} reports, {s.alarms_sent} alarms", flush=True)
+    if args.inverters < 0:
+        raise CommandError("--inverters must not be negative")
+    if not 0 < args.port < 65536:
+        raise CommandError(f"--port {args.port} is not a port number")
+    asyncio.run(enecsys_gateway.serve(args.host, args.port, args.inverters, interval=args.interval,
+                                      ping_interval=args.ping_interval, clock=SimClock(args.start, args.speed)))
     return 0
 
 
-FAMILIES = [register_nep, register_enecsys]
+FAMILIES = [register_nep, register_enecsys, register_enecsys_gateway]
 """One ``register_<family>(families_subparsers)`` per inverter family."""

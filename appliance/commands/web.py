@@ -19,21 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from appliance.store import Store, StoreError
-    from appliance.web.server import WebServer, check_bind, format_bind, print_ready
+    from appliance.runtime import ServiceError
+    from appliance.web.server import serve
 
-    settings = load_settings(args.settings)
-    binds = args.bind or [format_bind(settings.web.listen_addr, settings.web.port)]
-    for bind in binds:
-        problem = check_bind(bind)
-        if problem:
-            raise CommandError(problem)
-    try:  # fail here, in one line, rather than in gunicorn's worker
-        Store.from_settings(settings).close()
-    except StoreError as exc:
-        raise CommandError(str(exc)) from None
     try:
-        WebServer(settings, binds, on_ready=print_ready).run()
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+        return serve(load_settings(args.settings), args.bind)
+    except ServiceError as exc:
+        raise CommandError(str(exc)) from None

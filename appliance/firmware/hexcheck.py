@@ -2,12 +2,18 @@
 
 What is looked for, and why:
 
-- **TC link key.** Z-Stack keeps its default keys as constant arrays laid out one
-  after the other: the distributed global link key (``D0 D1 .. DF``), the default
-  network key (``01 03 05 07 09 0B 0D 0F 00 02 04 06 08 0A 0C 0D``) and then the
-  default trust-center link key. The 16 bytes after the first two are the "key
-  slot"; an Enecsys build has ``ENCSYS-SOLAR-NET`` there, a stock one
-  ``ZigBeeAlliance09``.
+- **TC link key.** Z-Stack keeps its default keys as 16-byte constant arrays
+  side by side: the distributed global link key (``D0 D1 .. DF``), the default
+  network key and the default trust-center link key. Koenkk's builds ship an
+  all-zero network key (the host sets a random one when it forms the network);
+  TI's own default is ``01 03 05 07 09 0B 0D 0F 00 02 04 06 08 0A 0C 0D``. The
+  order varies: measured builds have ``distributed, network, TC link`` (Koenkk
+  20220219, the known-good Enecsys build) and ``network, TC link, distributed``
+  (Koenkk 20250321). The "key slot" is the 16 bytes that complete either run;
+  an Enecsys build has ``ENCSYS-SOLAR-NET`` there, a stock one
+  ``ZigBeeAlliance09``. A plain search for both keys backs the slot up, and
+  decides alone when no slot is found (a layout not seen yet); the report says
+  which it was.
 - **Version.** Koenkk's builds put the MT version string into flash as
   ``transport, product, major, minor, maint`` followed by a little-endian u32
   "code revision" that is the build date (e.g. 20220219). ``SYS.Version``
@@ -33,7 +39,12 @@ ENECSYS_KEY = enecsys.TC_LINK_KEY
 ALLIANCE_KEY = b"ZigBeeAlliance09"
 DISTRIBUTED_KEY = bytes(range(0xD0, 0xE0))
 DEFAULT_NETWORK_KEY = bytes.fromhex("01030507090b0d0f00020406080a0c0d")
+ZERO_NETWORK_KEY = bytes(16)
+NETWORK_KEYS = {ZERO_NETWORK_KEY: "all-zero network key", DEFAULT_NETWORK_KEY: "TI's default network key"}
 KEY_NAMES = {ENECSYS_KEY: "Enecsys (ENCSYS-SOLAR-NET)", ALLIANCE_KEY: "standard (ZigBeeAlliance09)"}
+
+STANDARD_KEY = "standard key (ZigBeeAlliance09): inverters cannot join"
+NOT_AN_IMAGE = "no TC link key found: not a Z-Stack 3 coordinator image?"
 
 #: First Koenkk build that forwards frames whose profile id does not match the endpoint.
 PROFILE_FORWARDING_SINCE = 20210708
@@ -85,6 +96,24 @@ class Bootloader:
 
 
 @dataclass(frozen=True)
+class KeySlot:
+    """Where the TC link key was found, and the default keys that located it."""
+
+    address: int
+    key: bytes
+    network_key_at: int
+    network_key: bytes
+    distributed_key_at: int | None  # None: located by TI's default network key alone
+
+    def layout(self) -> str:
+        """The default-key arrays in flash order, e.g. ``all-zero network key at 0x2BBFC, ...``."""
+        parts = [(self.network_key_at, NETWORK_KEYS[self.network_key]), (self.address, "TC link key")]
+        if self.distributed_key_at is not None:
+            parts.append((self.distributed_key_at, "distributed key D0..DF"))
+        return ", ".join(f"{name} at 0x{address:05X}" for address, name in sorted(parts))
+
+
+@dataclass(frozen=True)
 class FirmwareVersion:
     address: int
     transport: int
@@ -119,8 +148,7 @@ def revision_date(revision: int | None) -> str | None:
 class HexReport:
     path: str
     segments: list[tuple[int, int]]
-    key_slot: int | None = None  # address of the TC link key slot, if the defaults were found
-    slot_key: bytes | None = None
+    slot: KeySlot | None = None  # the TC link key slot, if the default keys around it were found
     enecsys_key_at: list[int] = field(default_factory=list)
     alliance_key_at: list[int] = field(default_factory=list)
     version: FirmwareVersion | None = None
@@ -128,59 +156,107 @@ class HexReport:
     bootloader: Bootloader | None = None
 
     @property
+    def key_slot(self) -> int | None:
+        return self.slot.address if self.slot else None
+
+    @property
+    def slot_key(self) -> bytes | None:
+        return self.slot.key if self.slot else None
+
+    @property
     def enecsys_in_slot(self) -> bool:
         return self.slot_key == ENECSYS_KEY
+
+    @property
+    def search_result(self) -> str:
+        """What a plain search for the two keys finds: ``enecsys``, ``standard``, ``both`` or ``neither``."""
+        return {(True, False): "enecsys", (False, True): "standard", (True, True): "both"}.get(
+            (bool(self.enecsys_key_at), bool(self.alliance_key_at)), "neither"
+        )
 
     @property
     def good(self) -> bool:
         return not self.problems()
 
-    def problems(self) -> list[str]:
-        """Reasons the image is not good for Enecsys; empty when it is."""
-        found: list[str] = []
-        if self.key_slot is None:
-            where = (
-                f" (ENCSYS-SOLAR-NET appears at {_addresses(self.enecsys_key_at)}, "
-                "but not after the default keys)"
-                if self.enecsys_key_at
-                else ""
+    def key_basis(self) -> str:
+        """What the key part of the verdict rests on, in one sentence."""
+        found = (
+            f"ENCSYS-SOLAR-NET {_presence(self.enecsys_key_at)}, "
+            f"ZigBeeAlliance09 {_presence(self.alliance_key_at)}"
+        )
+        if self.slot is None:
+            return (
+                "a plain search only (no 16-byte slot next to a default network key and the "
+                f"distributed key, in either order): {found}"
             )
-            found.append(
-                "Z-Stack's default network key was not found, so the TC "
-                f"link key cannot be located: not a Z-Stack 3 coordinator image?{where}"
+        slot_says = {ENECSYS_KEY: "enecsys", ALLIANCE_KEY: "standard"}.get(self.slot.key)
+        agreement = "agrees" if slot_says == self.search_result else "does not agree; the slot decides"
+        return f"the TC link key slot at 0x{self.slot.address:05X}; a plain search {agreement} ({found})"
+
+    def _key_problem(self) -> tuple[str, str] | None:
+        """(headline, advice) when the key is not Enecsys's; None when it is."""
+        stock = "a stock build: flash one built with firmware/build.py"
+        if self.slot is not None:
+            if self.slot.key == ENECSYS_KEY:
+                return None
+            if self.slot.key == ALLIANCE_KEY:
+                return STANDARD_KEY, f"the TC link key slot at 0x{self.slot.address:05X} holds it ({stock})"
+            return (
+                f"unknown TC link key {self.slot.key.hex()}: inverters cannot join",
+                f"the slot at 0x{self.slot.address:05X} holds neither ENCSYS-SOLAR-NET nor ZigBeeAlliance09",
             )
-        elif self.slot_key == ALLIANCE_KEY:
-            found.append(
-                "the TC link key is the standard ZigBeeAlliance09 key (a stock build): "
-                "Enecsys inverters will not join; build with firmware/build.py"
+        if self.search_result == "enecsys":
+            return None
+        if self.search_result == "standard":
+            return STANDARD_KEY, f"ZigBeeAlliance09 is in the image and ENCSYS-SOLAR-NET is not ({stock})"
+        if self.search_result == "both":
+            return (
+                "cannot tell which key is the TC link key",
+                "both ENCSYS-SOLAR-NET and ZigBeeAlliance09 are in the image and no key slot was "
+                f"found next to the default keys (ENCSYS-SOLAR-NET at {_addresses(self.enecsys_key_at)})",
             )
-        elif self.slot_key != ENECSYS_KEY:
-            found.append(
-                f"the TC link key is {self.slot_key.hex() if self.slot_key else '?'}, "
-                "not ENCSYS-SOLAR-NET: Enecsys inverters will not join"
-            )
+        return NOT_AN_IMAGE, "neither ENCSYS-SOLAR-NET nor ZigBeeAlliance09 nor the default keys are in it"
+
+    def _findings(self) -> list[tuple[str, str]]:
+        """(headline, detail) for each reason the image is not good for Enecsys."""
+        found: list[tuple[str, str]] = []
+        key = self._key_problem()
+        if key:
+            found.append(key)
         if self.bootloader is None:
-            found.append(
-                "no CCFG page at the end of flash: the image does not say whether the ROM "
-                "bootloader stays enabled"
-            )
+            found.append((
+                "no CCFG page at the end of flash",
+                "the image does not say whether the ROM bootloader stays enabled",
+            ))
         elif not self.bootloader.enabled or not self.bootloader.backdoor:
-            found.append(
-                f"{self.bootloader.describe()} (BL_CONFIG 0x{self.bootloader.config:08X}): "
-                "after flashing, the stick could only be re-flashed with a JTAG debugger"
-            )
+            found.append((
+                f"{self.bootloader.describe()} (BL_CONFIG 0x{self.bootloader.config:08X})",
+                "after flashing, the stick could only be re-flashed with a JTAG debugger",
+            ))
         revision = self.version.revision if self.version else None
         if revision_date(revision) and revision < PROFILE_FORWARDING_SINCE:
-            found.append(
-                f"build {revision} predates {PROFILE_FORWARDING_SINCE}: it drops frames whose "
-                "profile id does not match (Enecsys uses 0xC00F); use a newer Koenkk base"
-            )
+            found.append((
+                f"build {revision} predates {PROFILE_FORWARDING_SINCE}",
+                "it drops frames whose profile id does not match (Enecsys uses 0xC00F); "
+                "use a newer Koenkk base",
+            ))
         return found
+
+    def problems(self) -> list[str]:
+        """Reasons the image is not good for Enecsys; empty when it is."""
+        return [f"{headline}; {detail}" for headline, detail in self._findings()]
+
+    def verdict(self) -> str:
+        headlines = [headline for headline, _ in self._findings()]
+        return "good for Enecsys" if not headlines else "NOT good for Enecsys: " + "; ".join(headlines)
 
     def notes(self) -> list[str]:
         found: list[str] = []
-        if self.alliance_key_at and self.enecsys_in_slot:
-            found.append("ZigBeeAlliance09 also appears in the image (normal: Z-Stack uses it elsewhere)")
+        if self.slot is None and self.search_result == "enecsys":
+            found.append(
+                "the key slot was not found (a layout this checker does not know): the verdict on "
+                "the key rests on the plain search alone"
+            )
         if self.version is None:
             found.append("no MT version string with a build date found (not a Koenkk-style build?)")
         elif self.version.build_date is None:
@@ -199,11 +275,12 @@ class HexReport:
             low, high = self.segments[0][0], self.segments[-1][1]
             total = sum(end - start for start, end in self.segments)
             out.append(f"data: {total} bytes in {len(self.segments)} segment(s), 0x{low:05X}..0x{high - 1:05X}")
-        if self.key_slot is None:
-            out.append("TC link key: not found (no default network key to locate it by)")
+        if self.slot is None:
+            out.append("key layout: not found (no 16-byte slot next to a default network key and D0..DF)")
+            out.append("TC link key slot: not found")
         else:
-            name = KEY_NAMES.get(self.slot_key or b"", (self.slot_key or b"").hex())
-            out.append(f"TC link key at 0x{self.key_slot:05X}: {name}")
+            out.append(f"key layout: {self.slot.layout()}")
+            out.append(f"TC link key at 0x{self.slot.address:05X}: {KEY_NAMES.get(self.slot.key, self.slot.key.hex())}")
         out.append(f"ENCSYS-SOLAR-NET: {_presence(self.enecsys_key_at)}")
         out.append(f"ZigBeeAlliance09: {_presence(self.alliance_key_at)}")
         if self.version:
@@ -223,9 +300,9 @@ class HexReport:
         else:
             out.append("CCFG: not found")
         out += [f"note: {note}" for note in self.notes()]
-        problems = self.problems()
-        out += [f"problem: {problem}" for problem in problems]
-        out.append("verdict: good for Enecsys" if not problems else "verdict: NOT good for Enecsys")
+        out += [f"problem: {problem}" for problem in self.problems()]
+        out.append(f"key verdict based on: {self.key_basis()}")
+        out.append(f"verdict: {self.verdict()}")
         return out
 
     def to_dict(self) -> dict:
@@ -243,11 +320,15 @@ class HexReport:
         return {
             "file": self.path,
             "good_for_enecsys": self.good,
+            "verdict": self.verdict(),
             "tc_link_key": {
                 "slot_address": self.key_slot,
                 "key_hex": self.slot_key.hex() if self.slot_key else None,
+                "layout": self.slot.layout() if self.slot else None,
                 "is_enecsys": self.enecsys_in_slot,
                 "is_zigbee_alliance09": self.slot_key == ALLIANCE_KEY,
+                "plain_search": self.search_result,
+                "verdict_based_on": self.key_basis(),
             },
             "enecsys_key_at": self.enecsys_key_at,
             "zigbee_alliance09_at": self.alliance_key_at,
@@ -297,14 +378,7 @@ def analyse(image: IntelHex, path: str = "") -> HexReport:
 
     report.enecsys_key_at = [addr(m.start()) for m in re.finditer(re.escape(ENECSYS_KEY), blob)]
     report.alliance_key_at = [addr(m.start()) for m in re.finditer(re.escape(ALLIANCE_KEY), blob)]
-    # Builds without the joining-device code lack the distributed key: fall back to the network key.
-    for defaults in (DISTRIBUTED_KEY + DEFAULT_NETWORK_KEY, DEFAULT_NETWORK_KEY):
-        anchor = blob.find(defaults)
-        if anchor >= 0:
-            slot = anchor + len(defaults)
-            report.key_slot = addr(slot)
-            report.slot_key = blob[slot : slot + 16]
-            break
+    report.slot = find_key_slot(blob, low)
     for match in _MT_VERSION.finditer(blob):
         revision = int.from_bytes(match.group(1), "little")
         if revision_date(revision):
@@ -319,6 +393,31 @@ def analyse(image: IntelHex, path: str = "") -> HexReport:
             report.bootloader = Bootloader(bl_address, int.from_bytes(word, "little"))
             break
     return report
+
+
+def find_key_slot(blob: bytes, base: int = 0) -> KeySlot | None:
+    """The TC link key slot in ``blob`` (flash from address ``base``), or None.
+
+    A candidate is the 16 bytes that complete ``distributed, network, slot`` or
+    ``network, slot, distributed``, the network key being all zeros or TI's
+    default; a build without the distributed key is located by TI's default
+    network key alone (``network, slot``). A slot holding one of the two known
+    keys wins over one that does not (runs of zeros are common in flash)."""
+    candidates: list[KeySlot] = []
+    for match in re.finditer(re.escape(DISTRIBUTED_KEY), blob):
+        d = match.start()
+        after, before = blob[d + 16 : d + 32], blob[d - 32 : d - 16] if d >= 32 else b""
+        if after in NETWORK_KEYS and len(blob) >= d + 48:
+            candidates.append(KeySlot(base + d + 32, blob[d + 32 : d + 48], base + d + 16, after, base + d))
+        if before in NETWORK_KEYS:
+            candidates.append(KeySlot(base + d - 16, blob[d - 16 : d], base + d - 32, before, base + d))
+    if not candidates:
+        for match in re.finditer(re.escape(DEFAULT_NETWORK_KEY), blob):
+            n = match.start()
+            if len(blob) >= n + 32:
+                candidates.append(KeySlot(base + n + 16, blob[n + 16 : n + 32], base + n, DEFAULT_NETWORK_KEY, None))
+    known = [slot for slot in candidates if slot.key in KEY_NAMES]
+    return (known or candidates or [None])[0]
 
 
 def check_file(path: str | Path) -> HexReport:

@@ -23,8 +23,6 @@ from zigpy_znp.types.nvids import OsalNvIds
 from appliance.firmware.hexcheck import PROFILE_FORWARDING_SINCE, revision_date
 from appliance.protocols import enecsys
 
-ENECSYS_PAN_ID = enecsys.PAN_ID
-ENECSYS_STACK_PROFILE = enecsys.STACK_PROFILE
 DEFAULT_STACK_PROFILE = 2
 CONNECT_TIMEOUT = 30.0
 #: zigpy-znp's ``ZNP.version`` values.
@@ -68,7 +66,7 @@ class StickReport:
     def build_date(self) -> str | None:
         return revision_date(self.code_revision)
 
-    def problems(self, expected_pan_id: int = ENECSYS_PAN_ID) -> list[str]:
+    def problems(self, expected_pan_id: int = enecsys.PAN_ID) -> list[str]:
         """What keeps Enecsys inverters off this stick, each with how to fix it."""
         found: list[str] = []
         device = self.device or "DEVICE"
@@ -98,7 +96,7 @@ class StickReport:
                 f"PAN id is 0x{self.pan_id or 0:04X}, Enecsys inverters need 0x{expected_pan_id:04X}: "
                 + RESET_ADVICE.format(device=device)
             )
-        if self.stack_profile != ENECSYS_STACK_PROFILE:
+        if self.stack_profile != enecsys.STACK_PROFILE:
             shown = "missing" if self.stack_profile is None else str(self.stack_profile)
             found.append(
                 f"stack profile NV item (0x002A) is {shown}, Enecsys needs 0: "
@@ -118,7 +116,7 @@ class StickReport:
             )
         return found
 
-    def lines(self, expected_pan_id: int = ENECSYS_PAN_ID, expected_channel: int | None = None) -> list[str]:
+    def lines(self, expected_pan_id: int = enecsys.PAN_ID, expected_channel: int | None = None) -> list[str]:
         out = [f"device: {self.device}"]
         out.append(
             f"firmware: {ZSTACK_NAMES.get(self.zstack, f'Z-Stack {self.zstack}')}, MT {self.mt_version}, "
@@ -139,7 +137,7 @@ class StickReport:
         out.append("verdict: ready for Enecsys" if not problems else "verdict: NOT ready for Enecsys")
         return out
 
-    def to_dict(self, expected_pan_id: int = ENECSYS_PAN_ID) -> dict:
+    def to_dict(self, expected_pan_id: int = enecsys.PAN_ID) -> dict:
         return {
             **dataclasses.asdict(self),
             "build_date": self.build_date,

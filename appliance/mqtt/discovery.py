@@ -30,11 +30,14 @@ from a lost link. So the entities follow one of two availability rules:
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Iterable, Mapping
 
 from appliance import __version__
+from appliance.fields import FIELDS, UNIT_FACTORS, Field, Follows
+from appliance.protocols import nep
 from appliance.reading import STATES
 
 ONLINE, OFFLINE = "online", "offline"
@@ -42,9 +45,6 @@ MANUFACTURERS = {"nep": "NEP", "enecsys": "Enecsys"}
 ORIGIN = {"name": "solargw", "sw_version": __version__}
 POWER_KEYS = ("ac_power_w", "dc_power_w")
 """Read 0 W while the inverter is silent (asleep)."""
-
-Follows = Literal["service", "inverter"]
-
 
 @dataclass(frozen=True)
 class Topics:
@@ -100,30 +100,35 @@ def _value(key: str) -> str:
     return "{{ value_json.%s }}" % key
 
 
-INVERTER_ENTITIES: tuple[Entity, ...] = (
-    Entity("ac_power_w", "AC power", "power", "measurement", "W", 1, follows="service"),
-    Entity("lifetime_wh", "Lifetime energy", "energy", "total_increasing", "Wh", 0, follows="service"),
-    Entity("energy_today_wh", "Energy today", "energy", None, "Wh", 0, follows="service"),
-    Entity("dc_power_w", "DC power", "power", "measurement", "W", 1, follows="service"),
-    Entity("ac_voltage_v", "AC voltage", "voltage", "measurement", "V", 1),
-    Entity("ac_frequency_hz", "AC frequency", "frequency", "measurement", "Hz", 2),
-    Entity("dc_current_a", "DC current", "current", "measurement", "A", 2),
-    Entity("dc_current_1_a", "DC current 1", "current", "measurement", "A", 2),
-    Entity("dc_current_2_a", "DC current 2", "current", "measurement", "A", 2),
-    Entity("dc_voltage_v", "DC voltage", "voltage", "measurement", "V", 1),
-    Entity("temperature_c", "Temperature", "temperature", "measurement", "°C", 1),
-    Entity("efficiency_ratio", "Efficiency", None, "measurement", "%", 1,
-           template="{{ (value_json.efficiency_ratio * 100) | round(1)"
-                    " if value_json.efficiency_ratio is number else none }}"),
-    Entity("state", "State", "enum", follows="service", extra=(("options", list(STATES)),)),
-    Entity("alarms", "Alarms", template="{{ value_json.alarms | join(', ')"
-                                         " if value_json.alarms else 'none' }}",
-           extra=(("icon", "mdi:alert-outline"),)),
-    Entity("last_seen", "Last seen", "timestamp", category="diagnostic", follows="service"),
-)
-"""Every entity an inverter can have, in display order. The energy-today counter has no
-``state_class``: it resets at dawn and can jump back (NEP), so only the ledger's lifetime total
-is offered to the Energy dashboard."""
+_HA_EXTRAS: dict[str, dict[str, Any]] = {
+    "state": {"extra": (("options", list(STATES)),)},
+    "alarms": {"template": "{{ value_json.alarms | join(', ') if value_json.alarms else 'none' }}",
+               "extra": (("icon", "mdi:alert-outline"),)},
+    "last_seen": {"category": "diagnostic"},
+}
+"""What only Home Assistant needs beyond the field table (templates, icons, categories)."""
+
+
+def _scaled(key: str, factor: str, decimals: int) -> str:
+    return ("{{ (value_json.%s %s) | round(%d) if value_json.%s is number else none }}"
+            % (key, factor, decimals, key))
+
+
+def _entity(field: Field) -> Entity:
+    options: dict[str, Any] = {"unit": field.unit or None, "precision": field.precision}
+    if field.percent:
+        options["unit"] = "%"
+        options["template"] = _scaled(field.key, "* 100", field.precision or 0)
+    if field.ha_unit:  # e.g. Wh kept in the state, kWh in Home Assistant (see appliance.fields)
+        factor = UNIT_FACTORS[(field.unit, field.ha_unit)]
+        options.update(unit=field.ha_unit, precision=field.ha_precision,
+                       template=_scaled(field.key, f"/ {factor:g}", round(math.log10(factor))))
+    options.update(_HA_EXTRAS.get(field.key, {}))
+    return Entity(field.key, field.label, field.device_class, field.state_class, follows=field.follows, **options)
+
+
+INVERTER_ENTITIES: tuple[Entity, ...] = tuple(_entity(field) for field in FIELDS)
+"""Every entity an inverter can have, in display order: one per row of :data:`appliance.fields.FIELDS`."""
 
 ALWAYS = frozenset({"ac_power_w", "lifetime_wh", "energy_today_wh", "state", "last_seen"})
 """Entities every inverter has (from the ledger or the publisher); the others need the field."""
@@ -133,6 +138,7 @@ _ENTITY_BY_KEY = {e.key: e for e in INVERTER_ENTITIES}
 APPLIANCE_STATUS_ENTITIES: dict[str, Entity] = {
     "inverters": Entity("inverters", "Inverters", state_class="measurement", category="diagnostic",
                         extra=(("icon", "mdi:solar-panel"),)),
+    "gateway": Entity("gateway", "Enecsys gateway", category="diagnostic", extra=(("icon", "mdi:router-network"),)),
     "zigbee": Entity("zigbee", "Zigbee", category="diagnostic", extra=(("icon", "mdi:zigbee"),)),
     "wifi": Entity("wifi", "Wi-Fi", category="diagnostic", extra=(("icon", "mdi:wifi"),)),
 }
@@ -164,6 +170,11 @@ def appliance_id(hostname: str) -> str:
 
 def inverter_id(family: str, serial: str) -> str:
     return f"solargw_{slug(family)}_{slug(serial)}"
+
+
+def model_name(family: str, model: str) -> str:
+    """The vendor's name for a model (``bdm400`` -> ``BDM-400``); others as they are."""
+    return nep.model_name(model) if family == "nep" else model
 
 
 def default_name(family: str, serial: str) -> str:
@@ -218,7 +229,7 @@ def inverter_device(identity: InverterIdentity, appliance: str, url: str) -> dic
         "configuration_url": f"{url}inverter/{identity.serial}",
     }
     if identity.model:
-        device["model"] = identity.model
+        device["model"] = model_name(identity.family, identity.model)
     if identity.firmware:
         device["sw_version"] = identity.firmware
     return device
@@ -308,10 +319,16 @@ def inverter_state(keys: Iterable[str], fields: Mapping[str, Any], *, lifetime_w
     return state
 
 
+def appliance_name(hostname: str) -> str:
+    """``solargw`` once: the default host name is the name; another one is said after it
+    (Home Assistant makes entity ids from it: ``sensor.solargw_zigbee``, ``sensor.solargw_garage_zigbee``)."""
+    return hostname if "solargw" in hostname.lower() else f"solargw {hostname}"
+
+
 def appliance_device(hostname: str, url: str) -> dict[str, Any]:
     return {
         "identifiers": [appliance_id(hostname)],
-        "name": f"solargw {hostname}",
+        "name": appliance_name(hostname),
         "manufacturer": "solargw",
         "model": "solargw appliance",
         "sw_version": __version__,

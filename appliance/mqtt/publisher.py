@@ -36,6 +36,7 @@ from appliance.store import local_day
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 10_000
+STATUS_EVERY_SECONDS = 5.0
 CONFIG_SETTLE_SECONDS = 1.0
 """Pause between discovery configs and the states that follow them (Home Assistant subscribes
 to an entity's state topic only after it has processed the config)."""
@@ -81,10 +82,18 @@ class MqttPublisher:
                  config_settle: float = CONFIG_SETTLE_SECONDS,
                  reconnect_delay: tuple[int, int] = (1, 60),
                  removed: Callable[[str], bool] | None = None,
+                 status_source: Callable[[], Mapping[str, Any]] | None = None,
+                 status_every: float = STATUS_EVERY_SECONDS,
                  clock: Callable[[], float] = time.time):
         """``removed(serial)``: asked before republishing an inverter (e.g. backed by the store's
-        ``removed`` flag), so that an inverter removed in the other service's process is not
-        announced again by this one; without it only this process's ``remove()`` counts."""
+        ``removed`` flag and who received its latest reading), so that an inverter removed or
+        taken over by the other service's process is not announced again by this one; without
+        it only this process's ``remove()`` counts.
+
+        ``status_source()``: the service's status as it is now (read on the worker thread every
+        ``status_every`` seconds and before every republish); it is published whenever it
+        changed, so Home Assistant's appliance sensors follow what the store knows, whoever
+        wrote it, and a republish never sends a stale value."""
         self.settings = settings
         self.mqtt = settings.mqtt
         self.service = service
@@ -97,6 +106,8 @@ class MqttPublisher:
         self.config_settle = config_settle
         self.clock = clock
         self.removed = removed
+        self.status_source = status_source
+        self.status_every = status_every
         self.started = clock()
         self.connection = MqttConnection(
             self.mqtt, client_id or f"solargw-{service}-{socket.gethostname()}",
@@ -112,6 +123,7 @@ class MqttPublisher:
         self._inverters: dict[str, _Inverter] = {}
         self._status: dict[str, Any] = {}
         self._status_keys: tuple[str, ...] | None = None
+        self._status_polled = float("-inf")
         self._dropped = 0
         self._thread = threading.Thread(target=self._run, name=f"mqtt-{service}", daemon=True)
         self._closed = False
@@ -133,6 +145,10 @@ class MqttPublisher:
             self._submit(("status", dict(status)))
         except Exception:  # a strange mapping must not reach the caller
             log.exception("mqtt: bad status %r", status)
+
+    def refresh_status(self) -> None:
+        """Read ``status_source`` now rather than at the next poll (something just changed)."""
+        self._submit(("status_poll", False))
 
     def remove(self, serial: str) -> None:
         """Clear the inverter's retained discovery config(s) and availability."""
@@ -188,6 +204,8 @@ class MqttPublisher:
 
     def _run(self) -> None:
         self._schedule(min(60.0, self.stale_seconds / 4), ("stale_check",))
+        if self.status_source is not None:
+            self._schedule(0.0, ("status_poll", True))
         while True:
             timeout = max(0.0, self._timers[0][0] - time.monotonic()) if self._timers else None
             try:
@@ -284,6 +302,25 @@ class MqttPublisher:
             self._schedule(self.config_settle, ("status_state",))
         self._do_status_state()
 
+    def _do_status_poll(self, scheduled: bool) -> None:
+        if scheduled:
+            self._schedule(self.status_every, ("status_poll", True))
+        elif time.monotonic() - self._status_polled < 1.0:  # a burst of refreshes reads once
+            return
+        self._status_polled = time.monotonic()
+        status = self._current_status()
+        if status is not None and status != self._status:
+            self._do_status(status)
+
+    def _current_status(self) -> dict[str, Any] | None:
+        if self.status_source is None:
+            return None
+        try:
+            return dict(self.status_source())
+        except Exception:  # a broken source must not stop the publisher
+            log.exception("mqtt: cannot read the service status")
+            return None
+
     def _do_status_state(self) -> None:
         self._send(self.topics.status, ha.status_state(self._status, started=self.started),
                    retain=False)
@@ -308,6 +345,10 @@ class MqttPublisher:
         self._republish_configs()
 
     def _republish_configs(self) -> None:
+        status = self._current_status()
+        if status is not None:  # what is true now, not what was true at the last change
+            self._status = status
+            self._status_keys = tuple(sorted(ha.status_state(status, started=self.started)))
         self._announce_appliance()
         self._forget_removed()
         for serial, inverter in self._inverters.items():

@@ -6,6 +6,8 @@ What the rendered configuration does:
 - The NEP portal's domains answer with the appliance's address. ``address=`` covers every name in
   the domain (www.nepviewer.net, nepviewer.net, api.nepviewer.net ...); since dnsmasq 2.86 it only
   answers A, so ``local=`` keeps AAAA and every other type local instead of forwarding them.
+  So does the genuine Enecsys gateway's server, ``gw.enecsys.net`` (:mod:`appliance.gateway`),
+  whether or not ``[gateway]`` is on: its real server is gone since 2015.
 - Other names go to the LAN's resolvers (``server=``). With none, ``no-resolv`` and no server make
   dnsmasq answer REFUSED at once: an inverter never waits for a timeout.
 - ``bind-dynamic``: listen on the access point even when it appears after dnsmasq starts.
@@ -25,13 +27,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from appliance.net.addressing import AccessPointPlan, IPAddress
+from appliance.protocols import enecsys_gateway
 
 log = logging.getLogger(__name__)
 
 PORTAL_DOMAINS = ("nepviewer.net", "nepviewer.com")
 """Domains answered with the appliance's address. The inverters post to www.nepviewer.net; the
 portal and its app use user.nepviewer.com, nep.nepviewer.com and api.nepviewer.net."""
-PORTAL_HOSTS = ("www.nepviewer.net", "nepviewer.net")
+GATEWAY_SERVERS = (enecsys_gateway.SERVER_NAME,)
+"""The Enecsys gateway's upload server (only this name: the rest of enecsys.net is not ours)."""
+PORTAL_HOSTS = ("www.nepviewer.net", "nepviewer.net", *GATEWAY_SERVERS)
 """Names answered per interface in LAN DNS mode (``interface-name`` takes exact names only)."""
 LEASE_TIME = "1h"
 
@@ -64,9 +69,9 @@ def render(
         "log-facility=-",
         f"pid-file={pid_file}",
         "",
-        "# The NEP portal is the appliance.",
-        f"address=/{'/'.join(PORTAL_DOMAINS)}/{ip}",
-        f"local=/{'/'.join(PORTAL_DOMAINS)}/",
+        "# The NEP portal and the Enecsys gateway's server are the appliance.",
+        f"address=/{'/'.join(PORTAL_DOMAINS + GATEWAY_SERVERS)}/{ip}",
+        f"local=/{'/'.join(PORTAL_DOMAINS + GATEWAY_SERVERS)}/",
     ]
     if plan.lan_dns_mode and lan_interfaces:
         lines += ["", "# LAN DNS mode: answer on the LAN too, with the LAN-side address.", "localise-queries"]

@@ -1,10 +1,12 @@
 """nftables isolation for the appliance, in its own table ``inet solargw``.
 
-- From the access point: only the appliance's DNS (53), DHCP (67) and HTTP (web port) are open;
-  DNS and HTTP sent to any other address (an inverter with a hard-coded resolver or cloud address)
-  are redirected to the appliance. Nothing from the access point is forwarded, anywhere.
+- From the access point: only the appliance's DNS (53), DHCP (67) and HTTP (web port) are open,
+  and the Enecsys gateway listener when ``[gateway]`` is on; DNS, HTTP and the gateway's port
+  5040 sent to any other address (a hard-coded resolver or cloud address) are redirected to the
+  appliance. Nothing from the access point is forwarded, anywhere.
 - From the LAN: the web UI, the embedded MQTT broker when it serves, SSH when enabled, DNS in LAN
-  DNS mode, and what a host needs to live on a LAN (ICMP, DHCP/DHCPv6 client replies, mDNS).
+  DNS mode, the gateway listener when on (a genuine Enecsys gateway is an Ethernet device, on the
+  LAN), and what a host needs to live on a LAN (ICMP, DHCP/DHCPv6 client replies, mDNS).
 - Loopback and established traffic always pass; the host's own outgoing traffic is not filtered.
 Applied atomically with ``nft -f -``: the table is replaced as a whole, never half-written.
 """
@@ -14,6 +16,7 @@ import subprocess
 from dataclasses import dataclass
 
 from appliance.net.addressing import AccessPointPlan
+from appliance.protocols import enecsys_gateway
 from appliance.settings import Settings
 
 TABLE = "solargw"
@@ -29,6 +32,8 @@ class LanPorts:
     ssh: bool = False
     mqtt: bool = False
     dns: bool = False
+    gateway: int | None = None
+    """The Enecsys gateway listener's port (both sides), None when ``[gateway]`` is off."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LanPorts:
@@ -38,6 +43,7 @@ class LanPorts:
             ssh=settings.system.ssh_enabled,
             mqtt=mqtt_local,
             dns=settings.access_point.lan_dns_mode,
+            gateway=settings.gateway.port if settings.gateway.enabled else None,
         )
 
 
@@ -47,7 +53,11 @@ def _set(ports: list[int]) -> str:
 
 def render(plan: AccessPointPlan, lan: LanPorts) -> str:
     ap, ip, web = plan.interface, plan.ip, lan.web
-    lan_tcp = [web] + ([22] if lan.ssh else []) + ([1883] if lan.mqtt else []) + ([53] if lan.dns else [])
+    gateway = [lan.gateway] if lan.gateway else []
+    lan_tcp = ([web] + ([22] if lan.ssh else []) + ([1883] if lan.mqtt else []) + ([53] if lan.dns else [])
+               + gateway)
+    gateway_dnat = (f'\n\t\tiifname "{ap}" tcp dport {enecsys_gateway.PORT} dnat ip to {ip}:{lan.gateway}'
+                    if lan.gateway else "")
     lan_udp = [68, 546, 5353] + ([53] if lan.dns else [])
     return f"""\
 # Rendered by solargw (solargw net render nftables); replaced as a whole on every change.
@@ -57,7 +67,7 @@ table inet {TABLE} {{
 	chain prerouting {{
 		type nat hook prerouting priority dstnat; policy accept;
 		iifname "{ap}" meta l4proto {{ tcp, udp }} th dport 53 dnat ip to {ip}
-		iifname "{ap}" tcp dport 80 dnat ip to {ip}:{web}
+		iifname "{ap}" tcp dport 80 dnat ip to {ip}:{web}{gateway_dnat}
 	}}
 
 	chain input {{
@@ -71,7 +81,7 @@ table inet {TABLE} {{
 
 	chain from_access_point {{
 		udp dport {{ 53, 67 }} accept
-		tcp dport {_set([53, web])} accept
+		tcp dport {_set([53, web] + gateway)} accept
 		counter reject with icmpx admin-prohibited
 	}}
 

@@ -2,22 +2,14 @@
 modules do not do WPA3), 2.4 GHz only, stations isolated from each other."""
 from __future__ import annotations
 
-import re
-
-from appliance.net.addressing import NetConfigError, check_interface_name
+from appliance.net.addressing import NetConfigError, check_interface_name, require
 from appliance.net.wifi import check_passphrase, check_ssid, psk, ssid_line
-from appliance.settings import AccessPointSettings
-
-_COUNTRY = re.compile(r"[A-Z]{2}")
+from appliance.settings import AccessPointSettings, rules
 
 
 def check_channel(channel: int, country: str) -> int:
     """2.4 GHz channels 1-13; 14 exists only in Japan (and only for 802.11b)."""
-    if channel == 14 and country == "JP":
-        return channel
-    if not 1 <= channel <= 13:
-        allowed = "1 to 14" if country == "JP" else "1 to 13 (14 only in Japan)"
-        raise NetConfigError(f"[access_point] channel: {channel} is not a 2.4 GHz channel; use {allowed}")
+    require("[access_point] channel", rules.channel_error(channel, country))
     return channel
 
 
@@ -28,11 +20,8 @@ def render(ap: AccessPointSettings) -> str:
     if not ap.passphrase:
         raise NetConfigError("[access_point] passphrase: not set (8 to 63 characters)")
     passphrase = check_passphrase(ap.passphrase, "[access_point] passphrase")
+    require("[access_point] country", rules.country_error(ap.country))
     country = ap.country.strip().upper()
-    if not _COUNTRY.fullmatch(country):
-        raise NetConfigError(
-            f"[access_point] country: {ap.country!r} is not a two-letter ISO 3166 country code"
-        )
     channel = check_channel(ap.channel, country)
     lines = [
         "# Rendered by solargw (solargw net render hostapd); edits are overwritten.",

@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.net import dnsmasq, firewall, interface, resolvers
+from appliance.net import dnsmasq, firewall, hostapd, interface, resolvers, wpa
 from appliance.net.addressing import AccessPointPlan, IPAddress, plan
 from appliance.settings import Settings
 
@@ -72,3 +72,16 @@ def build(settings: Settings, paths: RuntimePaths) -> NetPlan:
         ruleset=firewall.render(ap, firewall.LanPorts.from_settings(settings)),
         serving=settings.access_point.enabled,
     )
+
+
+CONFIGS = ("hostapd", "dnsmasq", "nftables", "wpa_supplicant")
+
+
+def render_config(config: str, settings: Settings, paths: RuntimePaths) -> str:
+    """One daemon's configuration text (``CONFIGS``); raises ``NetConfigError`` naming the bad setting."""
+    if config == "hostapd":
+        return hostapd.render(settings.access_point)
+    if config == "wpa_supplicant":
+        return wpa.render(settings)
+    plan = build(settings, paths)
+    return plan.dnsmasq_conf if config == "dnsmasq" else plan.ruleset

@@ -6,11 +6,14 @@ output, or every second. Then:
 - SIGTERM/SIGINT: stop dnsmasq (SIGTERM, then SIGKILL) and return. The address and the firewall
   stay in place: the access point must not open up because its service stopped.
 - SIGHUP, a changed settings file (polled every second) or every few seconds: rebuild the plan
-  (which also picks up new LAN resolvers). A new plan is validated whole (settings checks, then
-  ``dnsmasq --test``, then nft) before anything changes; if any step refuses, the old
-  configuration keeps serving and the error is logged once and reported in the status.
+  (which also picks up new LAN resolvers). The settings file is followed by the shared runtime
+  (:class:`appliance.runtime.SettingsFollower`: a file that does not load or validate leaves the
+  last good settings in use). A new plan is checked whole (``dnsmasq --test``, then nft) before
+  anything changes; if any step refuses, the old configuration keeps serving and the error is
+  logged once and reported in the status.
 - dnsmasq died: restart it after a backoff (0.5 s doubling to 30 s; reset once it ran 30 s).
-Status (dnsmasq state, leases and stations, last error) goes to the store as ``net``.
+Status (dnsmasq state, leases and stations, last error) goes to the store as ``net``, when it
+changed or once a minute (:class:`appliance.runtime.StatusReporter`).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from appliance.net import clients, dnsmasq, firewall, wpa
 from appliance.net.addressing import NetConfigError
 from appliance.net.interface import InterfaceError, ensure_address
 from appliance.net.plan import NetPlan, RuntimePaths, build, with_interface
+from appliance.runtime import ServiceError, SettingsFollower, StatusReporter
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +44,6 @@ _CONFIG_ERRORS = (settings_module.SettingsError, NetConfigError, dnsmasq.Dnsmasq
                   firewall.FirewallError, OSError)
 
 
-class StatusWriter:
-    """Writes the ``net`` status to the store; a store that fails is logged, never fatal."""
-
-    def __init__(self) -> None:
-        self.store: Any = None
-        self.data_dir: Path | None = None
-
-    def write(self, settings: settings_module.Settings | None, status: dict[str, Any]) -> None:
-        if settings is None:
-            return
-        try:
-            if self.store is None or self.data_dir != settings.data_dir:
-                from appliance.store import Store
-
-                self.store, self.data_dir = Store.from_settings(settings), settings.data_dir
-            self.store.set_status("net", status)
-        except Exception as exc:  # the status is for display; the service goes on without it
-            log.warning("cannot write the status to the store: %s", exc)
-            self.store = None
-
-
 class NetService:
     def __init__(
         self,
@@ -72,6 +55,7 @@ class NetService:
         nft_binary: str = "nft",
         use_firewall: bool = True,
     ) -> None:
+        """Loads and validates the settings (``SettingsError`` when they are bad)."""
         self.settings_path = settings_path
         self.paths = paths
         self.interface_override = interface
@@ -79,11 +63,14 @@ class NetService:
         self.nft_binary = nft_binary
         self.use_firewall = use_firewall
         self.child = dnsmasq.DnsmasqProcess(paths.dnsmasq_conf, dnsmasq_binary)
-        self.status_writer = StatusWriter()
+        self.follower = SettingsFollower(settings_path, adjust=lambda s: with_interface(s, interface))
+        self.reporter = StatusReporter("net", self._status_store, heartbeat=STATUS_HEARTBEAT_SECONDS)
+        self._store: Any = None
+        self._store_dir: Path | None = None
 
-        self.settings: settings_module.Settings | None = None
         self.current: NetPlan | None = None
         self.config_error = ""
+        self.plan_error = ""
         self.interface_error = ""
         self.upstream_wifi_error = ""
         self.firewall_state = "not applied"
@@ -94,14 +81,16 @@ class NetService:
         self.last_exit: int | None = None
 
         self._stop_signal: int | None = None
-        self._reload = False
-        self._fingerprint: tuple | None = None
         self._next_refresh = 0.0
         self._next_firewall_check = 0.0
-        self._last_status: dict[str, Any] | None = None
-        self._last_status_at = 0.0
+        self._status_checked = 0.0
         self._last_log_line = ""
         self._dirty = True
+
+    @property
+    def settings(self) -> settings_module.Settings:
+        """The settings in use (the last good version of the file)."""
+        return self.follower.settings
 
     # -- signals ---------------------------------------------------------------------------
     def _install_signals(self) -> int:
@@ -114,7 +103,7 @@ class NetService:
             self._stop_signal = signum
 
         def reload(_signum: int, _frame: Any) -> None:
-            self._reload = True
+            self.follower.request_reload("SIGHUP")
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -155,12 +144,7 @@ class NetService:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        fingerprint = settings_module.file_fingerprint(self.settings_path)
-        if self._reload or fingerprint != self._fingerprint or now >= self._next_refresh:
-            if self._reload:
-                log.info("SIGHUP: reloading the settings")
-            self._reload = False
-            self._fingerprint = fingerprint
+        if self.follower.check() or now >= self._next_refresh:
             self._next_refresh = now + REFRESH_SECONDS
             self.reconfigure()
         self._watch_child(now)
@@ -173,27 +157,28 @@ class NetService:
 
     # -- configuration ---------------------------------------------------------------------
     def reconfigure(self) -> None:
-        """Build a plan from the settings; apply it if it differs, or keep the old one on error."""
+        """Build a plan from the settings in use; apply it if it differs, or keep the old one on error."""
+        settings = self.follower.settings
         try:
-            settings = with_interface(settings_module.load(self.settings_path), self.interface_override)
             candidate = build(settings, self.paths)
             if candidate != self.current:
                 self._apply(candidate)
-            self.settings = settings
+            plan_error = ""
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the old configuration serves on
-            message = str(exc) if isinstance(exc, _CONFIG_ERRORS) else f"unexpected error: {exc!r}"
+            plan_error = str(exc) if isinstance(exc, _CONFIG_ERRORS) else f"unexpected error: {exc!r}"
             if not isinstance(exc, _CONFIG_ERRORS):
                 log.exception("while applying the settings")
-            if message != self.config_error:
+            if plan_error != self.plan_error:
                 kept = "keeping the previous configuration" if self.current else "not serving yet"
-                log.error("%s (%s)", message, kept)
-            self.config_error = message
-            self._dirty = True
-            return
-        if self.config_error:
+                log.error("%s (%s)", plan_error, kept)
+        if self.plan_error and not plan_error:
             log.info("configuration accepted again")
-            self.config_error = ""
-            self._dirty = True
+        self.plan_error = plan_error
+        error = self.follower.error or plan_error  # a refused settings file, else a refused plan
+        if error != self.config_error:
+            self.config_error, self._dirty = error, True
+        if plan_error:
+            return
         self._ensure_address(self.current)
         self._ensure_upstream_wifi(settings)
 
@@ -358,14 +343,19 @@ class NetService:
 
     def _write_status(self, state: str | None = None) -> None:
         now = time.monotonic()
-        if state is None and not self._dirty and now < self._last_status_at + REFRESH_SECONDS:
+        if state is None and not self._dirty and now < self._status_checked + REFRESH_SECONDS:
             return
-        self._dirty = False
-        status = self.status(state)
-        if status == self._last_status and now < self._last_status_at + STATUS_HEARTBEAT_SECONDS:
-            return
-        self._last_status, self._last_status_at = status, now
-        self.status_writer.write(self.settings, status)
+        self._dirty, self._status_checked = False, now
+        self.reporter.report(self.status(state))
+
+    def _status_store(self) -> Any:
+        """The store of the settings in use (opened again when ``[data] dir`` changes)."""
+        settings = self.follower.settings
+        if self._store is None or self._store_dir != settings.data_dir:
+            from appliance.store import Store
+
+            self._store, self._store_dir = Store.from_settings(settings), settings.data_dir
+        return self._store
 
     def _shutdown(self) -> None:
         if self._stop_signal is not None:
@@ -375,6 +365,16 @@ class NetService:
         signal.set_wakeup_fd(-1)
 
 
-def run_service(settings_path: Path, paths: RuntimePaths, **options: Any) -> int:
-    return NetService(settings_path, paths, **options).run()
-
+def serve(settings_path: Path, paths: RuntimePaths, *, interface: str | None = None,
+          dnsmasq_binary: str = "dnsmasq", use_firewall: bool = True) -> int:
+    """``solargw net run``: check the settings and the plan, then run until SIGTERM/SIGINT.
+    A bad file at start is an error (``ServiceError``), not a wait for a good one."""
+    try:
+        service = NetService(settings_path, paths, interface=interface, dnsmasq_binary=dnsmasq_binary,
+                             use_firewall=use_firewall)
+        build(service.settings, paths)
+    except (settings_module.SettingsError, NetConfigError) as exc:
+        raise ServiceError(str(exc)) from None
+    if os.geteuid() != 0:
+        raise ServiceError("net run configures interfaces and runs dnsmasq: it needs root")
+    return service.run()

@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import hashlib
 
-from appliance.net.addressing import NetConfigError
+from appliance.net.addressing import require
+from appliance.settings import rules
 
 
 def check_ssid(ssid: str, key: str) -> bytes:
     """An SSID is 1-32 bytes (UTF-8 here) without control characters."""
-    if not ssid:
-        raise NetConfigError(f"{key}: not set")
-    raw = ssid.encode("utf-8")
-    if not 1 <= len(raw) <= 32:
-        raise NetConfigError(f"{key}: an SSID is 1 to 32 bytes, {ssid!r} is {len(raw)}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in ssid):
-        raise NetConfigError(f"{key}: the SSID contains a control character")
-    return raw
+    require(key, rules.ssid_error(ssid))
+    return ssid.encode("utf-8")
 
 
 def check_passphrase(passphrase: str, key: str) -> str:
     """WPA2 passphrases are 8-63 printable ASCII characters (IEEE 802.11i)."""
-    if not 8 <= len(passphrase) <= 63:
-        raise NetConfigError(f"{key}: a WPA2 passphrase is 8 to 63 characters, not {len(passphrase)}")
-    if not all(32 <= ord(c) <= 126 for c in passphrase):
-        raise NetConfigError(f"{key}: the passphrase may only use printable ASCII characters")
+    require(key, rules.passphrase_error(passphrase))
     return passphrase
 
 

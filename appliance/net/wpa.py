@@ -9,18 +9,16 @@ from __future__ import annotations
 from pyroute2 import IW
 from pyroute2.netlink.exceptions import NetlinkError
 
-from appliance.net.addressing import NetConfigError, check_interface_name
+from appliance.net.addressing import require
 from appliance.net.interface import InterfaceError
 from appliance.net.wifi import check_passphrase, check_ssid, psk, ssid_line
-from appliance.settings import Settings
+from appliance.settings import Settings, rules
 
 
 def render(settings: Settings) -> str:
     """The wpa_supplicant.conf text for ``[upstream_wifi]``; ``NetConfigError`` names the bad key."""
     up = settings.upstream_wifi
-    check_interface_name(up.interface, "[upstream_wifi] interface")
-    if up.interface == settings.access_point.interface:
-        raise NetConfigError("[upstream_wifi] interface: must differ from [access_point] interface")
+    require("[upstream_wifi] interface", rules.upstream_interface_error(up.interface, settings.access_point.interface))
     ssid = check_ssid(up.ssid, "[upstream_wifi] ssid")
     country = settings.access_point.country.strip().upper()
     lines = [

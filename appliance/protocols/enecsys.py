@@ -7,10 +7,14 @@ The inverter's IEEE is ``34c69a00`` followed by its 32-bit serial.
 Reports (``57 00``): ``[10]`` 0x21, ``[11]`` channel (0 info, 1 report, 2 alarm),
 ``[12:16]`` u32 big-endian counter, ``[16]`` payload length N, payload, checksum.
 N = 20 is a report payload, N = 1 a short frame, channel 0 an info frame.
+Counters restart at every join and each channel seems to keep its own: in a real
+capture the info frame has counter 1, channel 1 counts 0 then 2, channel 2 counts
+0, 1 and 2 (the last a short frame).
 
 Handshake (``57 01``), steps named by the byte at ``[10]``: 0x05 ``request``
 (inverter), 0x02 ``reply`` (gateway, must be sent or the inverter leaves), then
-0x03 ``confirm`` and 0x07 ``ready`` (inverter). The step names are ours.
+0x03 ``confirm`` and 0x07 ``ready`` (inverter). The step names are ours. An
+inverter sends ``ready`` again after its info frame and then every couple of minutes.
 
 A frame whose checksum fails still decodes (``checksum_ok=False``); framing,
 length and type problems raise :class:`~appliance.reading.FrameError`.
@@ -43,6 +47,10 @@ REPORT_FORMAT = 0x30
 DEVICE_ID = 0x0388
 REPORT_PAYLOAD_LENGTH = 20
 INFO_PAYLOAD_LENGTH = 61
+INFO_HEAD, INFO_MIDDLE, INFO_TAIL = bytes.fromhex("720103"), bytes.fromhex("3c00000000"), b"\xff\xff"
+"""The info frame's constant parts, as captured (meaning unknown): see :func:`encode_info`."""
+INFO_SERIAL, INFO_MODEL, INFO_DATE = slice(3, 7), slice(7, 24), slice(29, 43)
+"""Where the captured info frame's payload has the serial, the model and the date."""
 HEADER_LENGTH = 17  # type, IEEE, marker, channel, counter, N
 
 CHANNELS = {0: "info", 1: "report", 2: "alarm"}
@@ -267,6 +275,7 @@ def decode(frame: bytes, *, received_at: float, model: str = "", ws_extra: dict[
         kind = "info"
         info = _decode_info(payload, ieee_to_serial(ieee), all_notes)
         fields.update(info)
+        fields["firmware"] = info_firmware(info)
         model = str(info.get("model_string") or model)
     elif n == REPORT_PAYLOAD_LENGTH:
         kind = CHANNELS[channel]
@@ -290,6 +299,13 @@ def decode(frame: bytes, *, received_at: float, model: str = "", ws_extra: dict[
         energy=energy,
         notes=tuple(all_notes),
     )
+
+
+def info_firmware(info: dict[str, FieldValue]) -> str:
+    """What the inverter says of itself in its info frame, as its firmware: the model/firmware
+    string and the date beside it (``WSI-00003 (25-04-12 06:58)``); "" when it says nothing."""
+    text, date = str(info.get("model_string") or ""), str(info.get("date_string") or "")
+    return f"{text} ({date})" if text and date else text or date
 
 
 def state_name(code: int) -> str:
@@ -345,11 +361,15 @@ _DATE = re.compile(
 
 
 def _decode_info(payload: bytes, serial: int | None, notes: list[str]) -> dict[str, FieldValue]:
-    """Tolerant info-frame reading: its layout is not documented, so look for what is known to be in it.
-
-    The serial (u32 in either byte order) and printable ASCII runs: one that looks like a date is the
-    date, the first other run is the model/firmware string (``WSI-00003``).
+    """The info frame's fields. In the captured layout (:func:`encode_info`: the serial big-endian at
+    ``[3:7]``) the model and date are read from their places. Any other layout is read tolerantly:
+    the serial (u32 in either byte order) and printable ASCII runs; one that looks like a date is the
+    date, the first other run is the model/firmware string (``WSI-00003``). (A text search alone
+    would take a printable last byte of the serial for the model's first letter.)
     """
+    if serial is not None and payload[INFO_SERIAL] == serial.to_bytes(4, "big"):
+        return {"model_string": _field_text(payload[INFO_MODEL]), "date_string": _field_text(payload[INFO_DATE]),
+                "serial_in_payload": True}
     fields: dict[str, FieldValue] = {}
     runs = [m.group().decode("ascii").strip() for m in _ASCII_RUN.finditer(payload)]
     dates = [run for run in runs if _DATE.search(run)]
@@ -402,15 +422,23 @@ def encode_short(serial: int | str, counter: int, channel: int = 2) -> bytes:
     return _report_frame(serial, channel, counter, bytes([REPORT_FORMAT]))
 
 
+def _field_text(field: bytes) -> str:
+    return "".join(ch for ch in field.split(b"\0")[0].decode("ascii", "replace") if ch.isprintable()).strip()
+
+
 def encode_info(serial: int | str, model_string: str, date_string: str, counter: int) -> bytes:
-    """An info frame (channel 0, N = 61). The real layout is unknown; ours is
-    ``30``, u32 serial big-endian, NUL, model string (24 bytes, NUL padded), date string (24 bytes), zeros.
-    :func:`decode` does not depend on these positions."""
-    model = model_string.encode("ascii")[:24].ljust(24, b"\0")
-    date = date_string.encode("ascii")[:24].ljust(24, b"\0")
-    payload = bytes([REPORT_FORMAT]) + int(serial).to_bytes(4, "big") + b"\0" + model + date
-    payload = payload.ljust(INFO_PAYLOAD_LENGTH, b"\0")
-    return _report_frame(serial, 0, counter, payload)
+    """An info frame (channel 0, N = 61) laid out as the one in a real capture (serial 100095471)::
+
+        72 01 03 | serial u32 BE | model, 17 bytes NUL padded | 3c 00 00 00 00 |
+        date, 14 bytes NUL padded | ff ff | 16 zero bytes
+
+    ``72 01 03``, ``3c`` (60: the report interval?) and ``ff ff`` are copied as captured, their
+    meaning unknown; the captured date reads ``25-04-12 06:58``. :func:`decode` does not depend
+    on these positions."""
+    model = model_string.encode("ascii")[:17].ljust(17, b"\0")
+    date = date_string.encode("ascii")[:14].ljust(14, b"\0")
+    payload = INFO_HEAD + int(serial).to_bytes(4, "big") + model + INFO_MIDDLE + date + INFO_TAIL
+    return _report_frame(serial, 0, counter, payload.ljust(INFO_PAYLOAD_LENGTH, b"\0"))
 
 
 def _report_frame(serial: int | str, channel: int, counter: int, payload: bytes) -> bytes:

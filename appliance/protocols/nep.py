@@ -51,6 +51,16 @@ GATEWAY_0F = b"\x00\x00\x0f\x0f\x0f\x0f\x00\x00"
 
 MODELS: tuple[str, ...] = ("auto", "bdm300", "bdm400", "bdm600", "bdm800", "bdm1200", "bdm2000", "bdm2250")
 """Model names a user can choose per inverter (``auto`` guesses from the gateway field)."""
+MODEL_NAMES: dict[str, str] = {
+    "bdm300": "BDM-300", "bdm400": "BDM-400", "bdm600": "BDM-600", "bdm800": "BDM-800",
+    "bdm1200": "BDM-1200-LV", "bdm2000": "BDM-2000", "bdm2250": "BDM-2250",
+}
+"""The vendor's names for the models (as on the inverters' labels and NEP's data sheets)."""
+
+
+def model_name(model: str) -> str:
+    """``bdm400`` -> ``BDM-400``; a name not in :data:`MODEL_NAMES` is returned as it is."""
+    return MODEL_NAMES.get(model, model)
 
 
 @dataclass(frozen=True)
@@ -489,3 +499,15 @@ def encode_t(
     if gateway is None:
         gateway = GATEWAY_FF if model in ("bdm300", "bdm400", "bdm1200") else GATEWAY_0F
     return _frame(gateway, 52, sync, serial, data)
+
+
+# --- the HTTP request around a body ---------------------------------------------------------
+
+PORTAL_HOST = "www.nepviewer.net"
+
+
+def build_request(host: str, path: str, body: bytes) -> bytes:
+    """An inverter's whole request: ``POST``, ``Host``, ``Connection: close``, ``Content-Length``, body
+    (the inverters send exactly these headers)."""
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode("ascii") + body

@@ -89,6 +89,12 @@ class Card:
             self._connections.append(db)
         return db
 
+    @property
+    def writable(self) -> bool:
+        """Whether this thread's connection can write (the file system was writable when it opened)."""
+        self.connection()
+        return bool(self._local.writable)
+
     def writer(self) -> sqlite3.Connection:
         """This thread's connection for a group commit; raises (sqlite3.Error, OSError) when the card
         cannot take one, and makes every thread reopen once it can again."""

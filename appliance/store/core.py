@@ -47,14 +47,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from appliance.energy import LedgerState, advance
+from appliance.energy import LEDGER_FIELDS, LedgerState, advance
+from appliance.pvoutput.api import Status
 from appliance.reading import Reading
 from appliance.store import codec, history, flush as writeback
 from appliance.store.card import Card, StoreError
 from appliance.store.journal import Journal
 from appliance.store.records import InverterInfo, LatestReading, Recorded, RejectedFrame, StoreHealth
 from appliance.store.schema import (
-    DB_NAME, JOURNAL_NAME, RAM, RAM_DB_NAME, SHARED, columns, connect, create, setup_ram,
+    DB_NAME, JOURNAL_NAME, RAM, RAM_DB_NAME, SHARED, add_columns, columns, connect, create, setup_ram,
 )
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ COMPACT_EVERY_SECONDS = 3600
 """History compaction rides along with the database commits, at most this often..."""
 COMPACT_ALONE_SECONDS = 86400
 """...and runs on its own when there has been no commit for this long."""
-SEEDED = ("inverters", "ledger", "latest", "counters", "rejected")
+SEEDED = ("inverters", "ledger", "latest", "counters", "rejected", "pvoutput_queue")
 """Tables the working copy starts from, whole, when it is made (after a reboot)."""
 
 
@@ -133,6 +134,8 @@ class Store:
         self.card = Card(self.path)
         self.journal = Journal(self.data_dir / JOURNAL_NAME)
         try:
+            if self.card.writable:
+                self._add_ledger_columns(self.card.connection())
             self._open_ram()
         except BaseException:
             self.close_connections()
@@ -187,6 +190,7 @@ class Store:
         try:
             db = self._db
             create(db, SHARED, RAM)
+            self._add_ledger_columns(db)
             self._adopt_card(db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the working copy {self.ram_path}: {exc}") from None
@@ -403,16 +407,26 @@ class Store:
             (reading.serial, reading.family, reading.model, firmware, reading.timestamp, reading.timestamp),
         )
 
+    @staticmethod
+    def _add_ledger_columns(db: sqlite3.Connection) -> None:
+        """A database or working copy made before a ledger field existed gets its column (NULL: the
+        ledger upgrades it). A read-only card gets it with its first commit (``flush.mirror``)."""
+        def missing() -> bool:
+            have = set(columns(db, "ledger"))
+            return any(name not in have for name in LEDGER_FIELDS)
+
+        if missing():  # checked again inside the transaction: another process may be at it too
+            with _Transaction(db):
+                add_columns(db, "ledger", list(LEDGER_FIELDS), declared="REAL")
+
     def _advance_ledger(self, db: sqlite3.Connection, reading: Reading, ts: float) -> float:
-        row = db.execute(
-            "SELECT total_wh, last_counter_wh, last_timestamp FROM ledger WHERE serial=?", (reading.serial,)
-        ).fetchone()
+        columns = ", ".join(LEDGER_FIELDS)
+        row = db.execute(f"SELECT {columns} FROM ledger WHERE serial=?", (reading.serial,)).fetchone()
         state = LedgerState(*row) if row else LedgerState()
         new, delta = advance(state, reading.energy, ts)
         db.execute(
-            "INSERT INTO ledger VALUES (?,?,?,?) ON CONFLICT(serial) DO UPDATE SET total_wh=excluded.total_wh,"
-            " last_counter_wh=excluded.last_counter_wh, last_timestamp=excluded.last_timestamp",
-            (reading.serial, new.total_wh, new.last_counter_wh, new.last_timestamp),
+            f"INSERT OR REPLACE INTO ledger (serial, {columns}) VALUES (?{', ?' * len(LEDGER_FIELDS)})",
+            (reading.serial, *(getattr(new, name) for name in LEDGER_FIELDS)),
         )
         if delta > 0:
             db.execute(
@@ -603,6 +617,88 @@ class Store:
             return newest, []
         rows = self._db.execute("SELECT DISTINCT serial FROM changes WHERE id > ? ORDER BY serial", (cursor,))
         return newest, [row[0] for row in rows]
+
+    def energy_of_day(self, day: str) -> dict[str, float]:
+        """Every inverter's energy on one local day (``YYYY-MM-DD``), removed ones included."""
+        sql = "SELECT serial, wh FROM energy_days WHERE day=?"
+        in_ram = self._db.execute(sql, (day,)).fetchall()  # the newer values: applied last
+        energy = {row[0]: row[1] for row in self.card.connection().execute(sql, (day,))}
+        energy.update({row[0]: row[1] for row in in_ram})
+        return energy
+
+    # -- the PVOutput upload queue -------------------------------------------------------
+    # One row per (system, date, time): made once (INSERT OR IGNORE), then settled once as
+    # 'sent', 'refused' (PVOutput will not take it) or 'expired' (too old to send). Settled
+    # rows stay until they are too old to send, so a status is never made, or sent, twice.
+    # The queue is whole in the working copy, journaled like the ledger, deletions included in
+    # the database commits.
+    def pvoutput_enqueue(self, statuses: list[Status], made: float) -> int:
+        """Queue statuses made at ``made`` (Unix time); one already made for its (system, date, time)
+        is left as it is. Returns how many were queued."""
+        with self._write() as db:
+            queued = db.executemany(  # rowcount: not the rows the triggers add, unlike total_changes
+                "INSERT OR IGNORE INTO pvoutput_queue (system_id, date, time, energy_wh, power_w, temperature_c,"
+                " voltage_v, made) VALUES (?,?,?,?,?,?,?,?)",
+                [(s.system_id, s.date, s.time, s.energy_wh, s.power_w, s.temperature_c, s.voltage_v, made)
+                 for s in statuses],
+            ).rowcount
+            if queued:
+                self._mark(db)
+            return queued
+
+    def pvoutput_pending(self, system_id: int, limit: int) -> list[Status]:
+        """The system's oldest queued statuses, oldest first."""
+        rows = self._db.execute(
+            "SELECT system_id, date, time, energy_wh, power_w, temperature_c, voltage_v FROM pvoutput_queue"
+            " WHERE system_id=? AND state='queued' ORDER BY date, time LIMIT ?", (system_id, limit))
+        return [Status(*row) for row in rows]
+
+    def pvoutput_settle(self, system_id: int, keys: list[tuple[str, str]], state: str, note: str = "",
+                        when: float | None = None) -> None:
+        """Mark queued statuses (``(date, time)`` keys) of one system ``sent``, ``refused`` or ``expired``."""
+        if state not in ("sent", "refused", "expired"):
+            raise ValueError(f"unknown queue state {state!r}")
+        when = time.time() if when is None else when
+        with self._write() as db:
+            db.executemany(
+                "UPDATE pvoutput_queue SET state=?, settled=?, note=? WHERE system_id=? AND date=? AND time=?"
+                " AND state='queued'", [(state, when, note[:300], system_id, d, t) for d, t in keys])
+            self._mark(db)
+
+    def pvoutput_expire(self, oldest_date: str, when: float | None = None) -> int:
+        """Settle as ``expired`` the queued statuses dated before ``oldest_date`` (``yyyymmdd``), and forget
+        settled ones that old. Returns how many queued statuses expired."""
+        when = time.time() if when is None else when
+        with self._write() as db:
+            expired = db.execute(
+                "UPDATE pvoutput_queue SET state='expired', settled=?, note='older than PVOutput takes'"
+                " WHERE state='queued' AND date < ?", (when, oldest_date)).rowcount
+            forgotten = db.execute("DELETE FROM pvoutput_queue WHERE state != 'queued' AND date < ?",
+                                   (oldest_date,)).rowcount
+            if expired or forgotten:
+                self._mark(db)
+        return expired
+
+    def pvoutput_queued(self) -> dict[int, int]:
+        """Queued statuses per system (systems with none left out)."""
+        rows = self._db.execute(
+            "SELECT system_id, COUNT(*) FROM pvoutput_queue WHERE state='queued' GROUP BY system_id")
+        return {system_id: count for system_id, count in rows}
+
+    def pvoutput_summary(self) -> dict[int, dict[str, Any]]:
+        """Per system: statuses queued, the last one sent and the last one refused (``date``, ``time``,
+        ``settled`` when, ``note``)."""
+        summary = {system_id: {"queued": 0, "last_sent": None, "last_refused": None}
+                   for (system_id,) in self._db.execute("SELECT DISTINCT system_id FROM pvoutput_queue")}
+        for system_id, count in self.pvoutput_queued().items():
+            summary[system_id]["queued"] = count
+        for state, key in (("sent", "last_sent"), ("refused", "last_refused")):
+            # SQLite takes the bare columns from the row holding the MAX
+            rows = self._db.execute("SELECT system_id, date, time, settled, note, MAX(date || time) FROM pvoutput_queue"
+                                    " WHERE state=? GROUP BY system_id", (state,))
+            for system_id, date, hhmm, settled, note, _ in rows:
+                summary[system_id][key] = {"date": date, "time": hhmm, "settled": settled, "note": note}
+        return summary
 
     def backup(self, destination: Path | str) -> None:
         """A consistent copy of everything, for export: the card's database (sqlite's online backup)

@@ -41,7 +41,7 @@ from appliance.store import history
 from appliance.store import journal as redo
 from appliance.store.history import BUCKET_SECONDS
 from appliance.store.card import read_only_fs
-from appliance.store.schema import JOURNALED, card_uri, columns, primary_key
+from appliance.store.schema import JOURNALED, add_columns, card_uri, columns, primary_key
 
 if TYPE_CHECKING:
     from appliance.store.core import Store
@@ -102,9 +102,12 @@ def attach_ram(db: sqlite3.Connection, store: "Store") -> None:
         db.execute("ATTACH DATABASE ? AS ram", (card_uri(store.ram_path, read_only=True),))
 
 
-def mirror(db: sqlite3.Connection, table: str) -> None:
-    """Copy the working copy's rows of ``table`` that differ from the database's."""
+def mirror(db: sqlite3.Connection, table: str, *, deletes: bool = False) -> None:
+    """Copy the working copy's rows of ``table`` that differ from the database's (``deletes``: and
+    delete the database's rows that the working copy has not, for a table it holds whole). A column
+    the database lacks (added by a later version) is added first."""
     cols = columns(db, table, "ram")
+    add_columns(db, table, cols)
     key = primary_key(db, table, "ram")
     same = " AND ".join(f"c.{_quote(c)} IS r.{_quote(c)}" for c in cols)
     updates = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in cols if c not in key)
@@ -114,6 +117,9 @@ def mirror(db: sqlite3.Connection, table: str) -> None:
         f" WHERE NOT EXISTS (SELECT 1 FROM main.{table} c WHERE {same})"
         f" ON CONFLICT ({', '.join(_quote(k) for k in key)}) DO UPDATE SET {updates}"
     )
+    if deletes:
+        keys = ", ".join(_quote(k) for k in key)
+        db.execute(f"DELETE FROM main.{table} WHERE ({keys}) NOT IN (SELECT {keys} FROM ram.{table})")
 
 
 def copy(db: sqlite3.Connection, resolution: float, *, diagnostics: bool = True) -> Snapshot:
@@ -127,6 +133,7 @@ def copy(db: sqlite3.Connection, resolution: float, *, diagnostics: bool = True)
     written = history.write(db, rows, resolution)
     for table in ("inverters", "ledger", "energy_days", "counters", *(("latest",) if diagnostics else ())):
         mirror(db, table)
+    mirror(db, "pvoutput_queue", deletes=True)
     if diagnostics:
         db.execute("DELETE FROM main.rejected WHERE id NOT IN (SELECT id FROM ram.rejected)")
         mirror(db, "rejected")

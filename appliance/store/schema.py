@@ -41,7 +41,10 @@ CREATE TABLE IF NOT EXISTS ledger (
     serial TEXT PRIMARY KEY,
     total_wh REAL NOT NULL,
     last_counter_wh REAL,
-    last_timestamp REAL
+    last_timestamp REAL,
+    mark_wh REAL,
+    mark_timestamp REAL,
+    held_wh REAL
 );
 CREATE TABLE IF NOT EXISTS energy_days (
     serial TEXT NOT NULL,
@@ -88,6 +91,20 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value
 );
+CREATE TABLE IF NOT EXISTS pvoutput_queue (
+    system_id INTEGER NOT NULL,
+    date TEXT NOT NULL,
+    time TEXT NOT NULL,
+    energy_wh INTEGER NOT NULL,
+    power_w INTEGER NOT NULL,
+    temperature_c REAL,
+    voltage_v REAL,
+    made REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued',
+    settled REAL,
+    note TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (system_id, date, time)
+);
 """
 
 CARD = ""
@@ -127,6 +144,7 @@ END;"""
         ("ledger", "INSERT", ""), ("ledger", "UPDATE", ""),
         ("energy_days", "INSERT", ""), ("energy_days", "UPDATE", ""),
         ("counters", "INSERT", ""), ("counters", "UPDATE", ""),
+        ("pvoutput_queue", "INSERT", ""), ("pvoutput_queue", "UPDATE", ""),
         ("inverters", "INSERT", ""),
         # Every reading moves last_seen: alone, it is not worth a journal entry (the history has it).
         ("inverters", "UPDATE", " WHEN OLD.family IS NOT NEW.family OR OLD.model IS NOT NEW.model"
@@ -138,7 +156,7 @@ END;"""
 the journal, 2 is in the database (kept for its frame: the newest ``FRAMES_KEPT`` per inverter).
 ``pending``: rows of the journaled tables changed since the last journal record (the triggers
 note them, whatever columns a table has). ``resumed``: see ``InverterInfo.resumed``."""
-JOURNALED = ("inverters", "ledger", "energy_days", "counters")
+JOURNALED = ("inverters", "ledger", "energy_days", "counters", "pvoutput_queue")
 
 MIGRATIONS: tuple[str, ...] = ()
 """Statements for databases made by earlier versions, run (on both databases) at every open;
@@ -197,6 +215,17 @@ def migrate_card(db: sqlite3.Connection) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def add_columns(db: sqlite3.Connection, table: str, wanted: list[str], schema: str = "main",
+                declared: str = "") -> list[str]:
+    """Add the columns of ``wanted`` that ``table`` lacks (a database made by an earlier version);
+    returns them."""
+    have = set(columns(db, table, schema))
+    added = [name for name in wanted if name not in have]
+    for name in added:
+        db.execute(f'ALTER TABLE {schema}.{table} ADD COLUMN "{name}" {declared}'.rstrip())
+    return added
 
 
 def columns(db: sqlite3.Connection, table: str, schema: str = "main") -> list[str]:

@@ -1,8 +1,9 @@
 """The collector's Flask app factory.
 
-``create_app`` wires one ``Services`` object (settings, store, the MQTT
-publisher, the relay) into ``app.extensions["solargw"]`` and registers every
-blueprint from :func:`blueprints`, the one place that lists them.
+``create_app`` puts one :class:`~appliance.web.services.Services` object (settings, store,
+MQTT publisher, relay) in ``app.extensions["solargw"]`` and registers every blueprint from
+:func:`blueprints`, the one place that lists them. Blueprints import
+:mod:`appliance.web.services`, never this module.
 
 Machine endpoints (inverters and scrapers cannot log in): the ``ingest``,
 ``metrics`` and ``jsonapi`` blueprints. The UI's login and CSRF checks are
@@ -16,164 +17,30 @@ being taken for an inverter report; every other POST is an inverter report.
 """
 from __future__ import annotations
 
-import logging
-import os
-import threading
-import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Flask, current_app
+from flask import Blueprint, Flask
 
 from appliance import __version__
-from appliance.settings import Settings, apply_timezone, load
+from appliance.settings import Settings, load
+from appliance.web import auth, events, ingest, inverters, jsonapi, login, metrics, settings_pages, status, ui
+from appliance.web.services import Services
 
 if TYPE_CHECKING:
     from appliance.store import Store
 
-log = logging.getLogger(__name__)
-
-STATUS_INTERVAL_SECONDS = 60
-
-
-@dataclass
-class Services:
-    """What the views share. The publisher and relay are made lazily, once per process.
-
-    Lazy creation keeps network clients (MQTT, the relay thread) out of the
-    gunicorn arbiter: they appear in the worker, after fork, on first use.
-    """
-
-    settings: Settings
-    store: "Store"
-    publisher_factory: Callable[[], Any] | None = None
-    _publisher: Any = None
-    _publisher_made: bool = False
-    _pipeline: Any = None
-    _relay: Any = None
-    _pid: int = 0
-    _injected_publisher: Any = None
-    _status_reported: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _fresh(self) -> None:
-        # A forked child must not reuse its parent's sockets or threads.
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._pipeline = self._relay = None
-            self._publisher, self._publisher_made = None, False
-
-    @property
-    def publisher(self) -> Any:
-        """The MQTT publisher (None when MQTT is off or could not start), made once per process."""
-        with self._lock:
-            self._fresh()
-            if not self._publisher_made:
-                self._publisher_made = True
-                if self.publisher_factory is not None:
-                    try:
-                        self._publisher = self.publisher_factory()
-                    except Exception:  # a broken MQTT setup must not stop ingest
-                        log.exception("cannot start the MQTT publisher; readings are stored only")
-            return self._publisher
-
-    @property
-    def pipeline(self) -> Any:
-        publisher = self.publisher
-        with self._lock:
-            if self._pipeline is None:
-                from appliance.pipeline import Pipeline
-
-                self._pipeline = Pipeline(self.store, publisher)
-            return self._pipeline
-
-    @property
-    def relay(self) -> Any:
-        """The relay to the real NEP portal, or None when it is off."""
-        if not self.settings.relay.enabled:
-            return None
-        with self._lock:
-            self._fresh()
-            if self._relay is None:
-                from appliance.web.relay import Relay
-
-                self._relay = Relay(self.settings.relay, self.store, own_ports=[self.settings.web.port])
-            return self._relay
-
-    def report_status(self, now: float | None = None) -> None:
-        """Tell Home Assistant's appliance device what this side knows (all inverters, the
-        access point), at most once a minute: called after each ingested report."""
-        now = time.time() if now is None else now
-        if now - self._status_reported < STATUS_INTERVAL_SECONDS:
-            return
-        self._status_reported = now
-        publisher = self.publisher
-        if publisher is None:
-            return
-        net = self.store.status().get("net")
-        publisher.publish_status({
-            "inverters": len(self.store.inverters()),
-            "wifi": net[1].get("state", "unknown") if net else "not running",
-        })
-
-    def apply_settings(self, new: Settings) -> None:
-        """Use ``new`` from now on: the publisher and relay are made again if their sections changed,
-        and the process's local time follows ``[system] timezone``."""
-        old_publisher = old_relay = None
-        apply_timezone(new)
-        with self._lock:
-            old, self.settings = self.settings, new
-            if old.mqtt != new.mqtt and self._injected_publisher is None:
-                old_publisher, self._publisher, self._publisher_made = self._publisher, None, False
-                self._pipeline = None
-                self.publisher_factory = _default_publisher_factory(new, self.store)
-            if old.relay != new.relay:
-                old_relay, self._relay = self._relay, None
-        if old_relay is not None:
-            old_relay.close()
-        if old_publisher is not None:
-            try:
-                old_publisher.close()
-            except Exception:  # a broken old client must not block the new one
-                log.exception("closing the old MQTT publisher")
-
-    def close(self) -> None:
-        with self._lock:
-            if self._relay is not None:
-                self._relay.close()
-            if self._publisher is not None:
-                try:
-                    self._publisher.close()
-                except Exception:
-                    log.exception("closing the MQTT publisher")
-            self._relay = self._publisher = self._pipeline = None
-
-
-def services() -> Services:
-    """The running app's services (inside a request or app context)."""
-    return current_app.extensions["solargw"]
-
-
-def _default_publisher_factory(settings: Settings, store: "Store") -> Callable[[], Any] | None:
-    if not settings.mqtt.enabled:
-        return None
-
-    def make() -> Any:
-        from appliance.mqtt import make_publisher
-
-        return make_publisher(settings, service="web", store=store)
-
-    return make
-
 
 def blueprints() -> list[Blueprint]:
-    """Every blueprint of the app, in one list (the UI adds its own line here)."""
-    from appliance.web import ingest, jsonapi, metrics, ui
-
+    """Every blueprint of the app, in one list."""
     return [
         metrics.bp,
         jsonapi.bp,
-        *ui.blueprints(),
+        ui.bp,
+        inverters.bp,
+        status.bp,
+        settings_pages.bp,
+        login.bp,
+        events.bp,
         ingest.bp,
     ]
 
@@ -183,19 +50,22 @@ def create_app(settings: Settings | None = None, store: "Store | None" = None, p
     ``store`` to the store in ``settings.data_dir``; ``publisher`` (an object
     with ``publish(recorded)`` ...) to the MQTT publisher when MQTT is enabled,
     made on first use in the serving process. The process's local time becomes
-    ``[system] timezone`` (:func:`appliance.settings.apply_timezone`)."""
+    ``[system] timezone``, and follows the settings file from then on. With ``[pvoutput]
+    enabled`` the PVOutput uploader starts on a background thread (gunicorn builds the app
+    in its worker, after the fork)."""
     settings = settings if settings is not None else load()
-    apply_timezone(settings)
     if store is None:
         from appliance.store import Store
 
         store = Store.from_settings(settings)
-    factory = (lambda: publisher) if publisher is not None else _default_publisher_factory(settings, store)
     app = Flask(__name__)
     app.config["SOLARGW_VERSION"] = __version__
     app.json.sort_keys = False
-    app.extensions["solargw"] = Services(settings=settings, store=store, publisher_factory=factory,
-                                         _injected_publisher=publisher)
+    shared = app.extensions["solargw"] = Services(settings, store, publisher)
+    app.before_request(shared.follow_settings_file)
+    auth.init_app(app)
     for blueprint in blueprints():
         app.register_blueprint(blueprint)
+    shared.start_uploader()
+    shared.start_gateway()  # [gateway] enabled: the Enecsys gateway's stream (appliance.gateway)
     return app

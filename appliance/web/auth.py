@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, abort, g, redirect, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from appliance.settings import Settings, SettingsError, load, save
-from appliance.web.app import services
+from appliance.settings import Settings, SettingsError, save_sections
+from appliance.web.services import services
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,13 @@ def init_app(app: Flask) -> None:
     key = settings.admin.secret_key
     if not key:
         key = secrets.token_hex(32)
+        with_key = dataclasses.replace(settings, admin=dataclasses.replace(settings.admin, secret_key=key))
         if settings.path is not None:
             try:  # edit the file as it is (never write environment overrides into it)
-                on_disk = load(settings.path, env={})
-                on_disk.admin = dataclasses.replace(on_disk.admin, secret_key=key)
-                save(on_disk, settings.path)
+                save_sections(with_key, ("admin",), settings.path)
             except (OSError, SettingsError) as exc:  # sessions then last until the process restarts
                 log.warning("cannot save the new session key to %s: %s", settings.path, exc)
-        svc.settings = dataclasses.replace(settings, admin=dataclasses.replace(settings.admin, secret_key=key))
-        svc.settings.path = settings.path
+        svc.apply_settings(with_key)
     app.secret_key = key
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
@@ -90,6 +88,14 @@ def hash_password(password: str) -> str:
     return generate_password_hash(password)
 
 
+def save_password(password: str) -> None:
+    """Make ``password`` the admin password (its hash goes to the settings file's ``[admin]``)."""
+    svc = services()
+    current = svc.settings
+    svc.save_settings(dataclasses.replace(current, admin=dataclasses.replace(
+        current.admin, password_hash=hash_password(password))), ("admin",))
+
+
 def csrf_token() -> str:
     token = session.get("csrf")
     if not token:
@@ -109,10 +115,10 @@ def check_csrf() -> None:
 def safe_next(target: str | None) -> str:
     """A local path to go back to after login, never another site."""
     if not target:
-        return url_for("ui.dashboard")
+        return url_for("inverters.dashboard")
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return url_for("ui.dashboard")
+        return url_for("inverters.dashboard")
     return target
 
 
@@ -122,11 +128,11 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if not password_is_set():
-            return redirect(url_for("ui.setup", next=request.full_path.rstrip("?")))
+            return redirect(url_for("login.setup", next=request.full_path.rstrip("?")))
         if not logged_in():
             if request.method not in SAFE_METHODS or request.accept_mimetypes.best == "application/json":
                 abort(401)
-            return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))
+            return redirect(url_for("login.login", next=request.full_path.rstrip("?")))
         return view(*args, **kwargs)
 
     return wrapped

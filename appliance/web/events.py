@@ -20,7 +20,8 @@ from typing import Any, Iterator
 
 from flask import Blueprint, Response, request
 
-from appliance.web.app import services
+from appliance.web.cards import all_cards, totals
+from appliance.web.services import services
 
 bp = Blueprint("events", __name__)
 
@@ -64,9 +65,7 @@ def _updates(svc: Any, cursor: int | None) -> Iterator[str]:
 
 
 def _changed_cards(svc: Any, cursor: int, serials: set[str]) -> Iterator[str]:
-    from appliance.web.ui import all_cards, totals
-
-    cards = all_cards(svc)
+    cards = all_cards(svc.store, svc.settings)
     known = {c["serial"] for c in cards}
     for card in cards:
         if card["serial"] in serials:

@@ -25,7 +25,7 @@ from flask import Blueprint, Response, abort, request
 
 from appliance.protocols import nep
 from appliance.reading import FrameError
-from appliance.web.app import services
+from appliance.web.services import services
 
 log = logging.getLogger(__name__)
 

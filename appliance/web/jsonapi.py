@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from flask import Blueprint, Response, abort, jsonify, request
 
-from appliance.web.app import services
+from appliance.web.services import services
 
 bp = Blueprint("jsonapi", __name__)
 

@@ -28,24 +28,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import choose_encoder
 
 from appliance import __version__
+from appliance.fields import FIELDS
 from appliance.reading import STATES
-from appliance.web.app import services
+from appliance.web.services import services
 
 bp = Blueprint("metrics", __name__)
 
 WH_TO_J = 3600.0
 
-INSTANT_GAUGES: tuple[tuple[str, str, str], ...] = (
-    # (reading field, metric name, help)
-    ("ac_power_w", "solargw_inverter_ac_power_watts", "AC output power"),
-    ("ac_voltage_v", "solargw_inverter_ac_voltage_volts", "AC (grid) voltage as decoded"),
-    ("ac_frequency_hz", "solargw_inverter_ac_frequency_hertz", "AC grid frequency"),
-    ("dc_power_w", "solargw_inverter_dc_power_watts", "DC input power"),
-    ("dc_voltage_v", "solargw_inverter_dc_voltage_volts", "DC input voltage"),
-    ("dc_current_a", "solargw_inverter_dc_current_amperes", "DC input current, all inputs"),
-    ("temperature_c", "solargw_inverter_temperature_celsius", "Inverter temperature"),
-    ("efficiency_ratio", "solargw_inverter_efficiency_ratio", "Conversion efficiency (0-1)"),
-)
+INSTANT_GAUGES: tuple[tuple[str, str, str], ...] = tuple(
+    (f.key, f.metric, f.metric_help) for f in FIELDS if f.metric)
+"""(reading field, metric name, help), from the field table."""
 PER_PART_GAUGES: tuple[tuple[str, str, str, str], ...] = (
     # (field pattern, metric name, label, help): one series per input / module
     (r"dc_current_(\d)_a", "solargw_inverter_dc_input_current_amperes", "input", "DC current of one input"),

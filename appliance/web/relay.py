@@ -39,8 +39,9 @@ from typing import Iterable
 import dns.exception
 import dns.resolver
 
-from appliance.nepsim import build_request
+from appliance.protocols.nep import build_request
 from appliance.settings import RelaySettings
+from appliance.settings.rules import parse_resolver
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +53,6 @@ MIN_DNS_CACHE_SECONDS = 60.0
 
 class RelayError(Exception):
     """One body could not be relayed (the message says why)."""
-
-
-def parse_resolver(text: str) -> tuple[str, int]:
-    """``1.1.1.1``, ``127.0.0.1:5353``, ``::1`` or ``[::1]:5353`` -> (address, port)."""
-    text = text.strip()
-    if text.startswith("["):
-        address, _, port = text[1:].partition("]")
-        return address, int(port.lstrip(":") or 53)
-    if text.count(":") == 1:
-        address, port = text.split(":")
-        return address, int(port)
-    return text, 53
 
 
 def is_local_address(address: str) -> bool:

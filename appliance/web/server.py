@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from gunicorn.app.base import BaseApplication
 
+from appliance.runtime import ServiceError
 from appliance.settings import Settings
 
 
@@ -61,6 +62,7 @@ class WebServer(BaseApplication):
             "forwarded_allow_ips": "",
             "control_socket_disable": True,  # gunicorn 27+: no shared ~/.gunicorn/gunicorn.ctl
             "when_ready": self._when_ready,
+            "post_worker_init": _start_services,
             "worker_exit": _close_services,
             **self.options,
         }
@@ -77,6 +79,14 @@ class WebServer(BaseApplication):
         from appliance.web.app import create_app
 
         return create_app(self.settings)
+
+
+def _start_services(worker) -> None:
+    """The worker's MQTT publisher connects now, not at the first inverter post: Home Assistant
+    hears the appliance's status (inverters, Wi-Fi, gateway) even where no NEP inverter posts."""
+    services = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("solargw")
+    if services is not None:
+        services.publisher  # noqa: B018 - made on first use
 
 
 def _close_services(_arbiter, worker) -> None:
@@ -115,3 +125,24 @@ def print_ready(urls: list[str]) -> None:
     for url in urls:
         print(f"solargw web: listening on {url}", flush=True)
     sys.stdout.flush()
+
+
+def serve(settings: Settings, binds: list[str] | None = None) -> int:
+    """``solargw web``: check that every bind can listen and that the store opens (a
+    ``ServiceError`` in one line, rather than in gunicorn's worker), then serve until stopped."""
+    from appliance.store import Store, StoreError
+
+    binds = binds or [format_bind(settings.web.listen_addr, settings.web.port)]
+    for bind in binds:
+        problem = check_bind(bind)
+        if problem:
+            raise ServiceError(problem)
+    try:
+        Store.from_settings(settings).close()
+    except StoreError as exc:
+        raise ServiceError(str(exc)) from None
+    try:
+        WebServer(settings, binds, on_ready=print_ready).run()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0

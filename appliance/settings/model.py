@@ -1,29 +1,27 @@
-"""The appliance settings: one TOML file, ``/etc/solargw/solargw.toml``.
+"""What the settings are: one dataclass per section of the TOML file, with types checked.
 
-``SOLARGW_SETTINGS`` names another file; ``SOLARGW_DATA_DIR`` and the seed NEP
-server's ``NEP_LISTEN_ADDR`` / ``NEP_LISTEN_PORT`` / ``NEP_MQTT_ADDR`` /
-``NEP_MQTT_PORT`` override the file, so the collector also runs outside the
-appliance. A missing file means defaults. Unknown keys are an error (a typo
-must not be silently ignored); every error names the key.
+:func:`from_dict` turns a TOML-shaped mapping into :class:`Settings`: unknown sections and
+keys are an error (a typo must not be silently ignored), every value must have its
+default's type, and every error names the key. Which values make sense is
+:mod:`appliance.settings.rules`' job.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
-import tomllib
-import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import tomli_w
-
-DEFAULT_PATH = Path("/etc/solargw/solargw.toml")
-
 
 class SettingsError(ValueError):
-    """A setting with a bad value; the message names the key."""
+    """A settings file or value that cannot be used; the message names the key.
+
+    ``problems`` holds every value-rule problem found (``"section.key"`` -> message) when
+    the error comes from :func:`appliance.settings.rules.validate`, else it is empty."""
+
+    def __init__(self, message: str, problems: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = dict(problems or {})
 
 
 @dataclass
@@ -122,10 +120,35 @@ class ZigbeeSettings:
 
 
 @dataclass
+class GatewaySettings:
+    """A genuine Enecsys gateway's upload stream (:mod:`appliance.gateway`, in the web service)."""
+
+    enabled: bool = False
+    listen_addr: str = "0.0.0.0"
+    port: int = 5040
+    """The gateway always connects to 5040; another port is for tests and port forwarding."""
+
+
+@dataclass
 class SystemSettings:
     timezone: str = "UTC"
     hostname: str = "solargw"
     ssh_enabled: bool = False
+
+
+@dataclass
+class PvoutputSettings:
+    enabled: bool = False
+    api_key: str = ""
+    """The key from PVOutput's Settings page (API Access enabled)."""
+    system_id: int = 0
+    """The PVOutput system every inverter not listed in ``inverters`` reports to; 0: none."""
+    inverters: dict[str, int] = field(default_factory=dict)
+    """Inverter serial -> PVOutput system id (0: not uploaded), for more than one system."""
+    interval_minutes: int = 5
+    """The system's Status Interval on PVOutput: 5, 10 or 15."""
+    base_url: str = "https://pvoutput.org/service/r2"
+    """Where the API lives (another value is for tests)."""
 
 
 @dataclass
@@ -145,7 +168,9 @@ class Settings:
     access_point: AccessPointSettings = field(default_factory=AccessPointSettings)
     upstream_wifi: UpstreamWifiSettings = field(default_factory=UpstreamWifiSettings)
     zigbee: ZigbeeSettings = field(default_factory=ZigbeeSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
     system: SystemSettings = field(default_factory=SystemSettings)
+    pvoutput: PvoutputSettings = field(default_factory=PvoutputSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     path: Path | None = field(default=None, compare=False)
 
@@ -182,6 +207,13 @@ def _coerce(section: str, key: str, default: Any, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise SettingsError(f"{where}: expected a list of text, got {value!r}")
         return list(value)
+    if isinstance(default, dict):  # a table of names to whole numbers (``[pvoutput.inverters]``)
+        if not isinstance(value, Mapping):
+            raise SettingsError(f"{where}: expected a table, got {value!r}")
+        for name, number in value.items():
+            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+                raise SettingsError(f"{where}: {name!r} must be a whole number, 0 or more, got {number!r}")
+        return {str(name): number for name, number in value.items()}
     return value
 
 
@@ -203,92 +235,3 @@ def from_dict(data: Mapping[str, Any], base: Settings | None = None) -> Settings
             changes[key] = _coerce(name, key, getattr(current, key), value)
         setattr(settings, name, dataclasses.replace(current, **changes))
     return settings
-
-
-def _apply_environment(settings: Settings, env: Mapping[str, str]) -> Settings:
-    def port(name: str) -> int:
-        try:
-            value = int(env[name])
-        except ValueError:
-            raise SettingsError(f"{name}: expected a port number, got {env[name]!r}") from None
-        if not 0 < value < 65536:
-            raise SettingsError(f"{name}: {value} is not a port number")
-        return value
-
-    web, mqtt, data = settings.web, settings.mqtt, settings.data
-    if "NEP_LISTEN_ADDR" in env:
-        web = dataclasses.replace(web, listen_addr=env["NEP_LISTEN_ADDR"])
-    if "NEP_LISTEN_PORT" in env:
-        web = dataclasses.replace(web, port=port("NEP_LISTEN_PORT"))
-    if "NEP_MQTT_ADDR" in env:
-        mqtt = dataclasses.replace(mqtt, host=env["NEP_MQTT_ADDR"], enabled=True)
-    if "NEP_MQTT_PORT" in env:
-        mqtt = dataclasses.replace(mqtt, port=port("NEP_MQTT_PORT"))
-    if "SOLARGW_DATA_DIR" in env:
-        data = dataclasses.replace(data, dir=env["SOLARGW_DATA_DIR"])
-    return dataclasses.replace(settings, web=web, mqtt=mqtt, data=data)
-
-
-def apply_timezone(settings: Settings) -> bool:
-    """Make ``[system] timezone`` this process's local time (``TZ`` + ``tzset``).
-
-    Every service calls it at start and on a settings change, so "today" in the
-    store's energy totals, the ledger's dawn detection and the UI's clock are
-    one and the same day. An unknown zone changes nothing and returns False.
-    """
-    name = settings.system.timezone
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        return False
-    if os.environ.get("TZ") != name:
-        os.environ["TZ"] = name
-        time.tzset()
-    return True
-
-
-def settings_path(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    return Path(env.get("SOLARGW_SETTINGS", str(DEFAULT_PATH)))
-
-
-def file_fingerprint(path: Path | str) -> tuple[int, int, int] | None:
-    """What changes when the settings file is rewritten (``save`` replaces it), None without one:
-    the long-running services poll it to follow edits."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def load(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Read the settings file (defaults if it does not exist), then the environment overrides."""
-    env = os.environ if env is None else env
-    path = Path(path) if path is not None else settings_path(env)
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        data = {}
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
-    settings = from_dict(data)
-    settings.path = path
-    return _apply_environment(settings, env)
-
-
-def save(settings: Settings, path: Path | str | None = None) -> Path:
-    """Write the file atomically (mode 0600: it holds secrets)."""
-    path = Path(path or settings.path or settings_path())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        tomli_w.dump(settings.to_dict(), handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path

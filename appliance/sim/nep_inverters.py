@@ -6,27 +6,20 @@ is silent at night, and restarts its daily energy counter at the first packet
 of a new day (dawn, not midnight, as the real ones do). 45-byte models post
 ``/i.php``; the 69-byte models (BDM-1200-LV, -2000, -2250) post ``/t.php``.
 
-The simulated clock can run faster than real time (``speed``) and start at a
-chosen time of day, so a demo shows a whole day in minutes.
+The sun and the simulated clock are :mod:`appliance.sim.sun`'s.
 """
 from __future__ import annotations
 
-import math
 import random
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 from appliance.protocols import nep
-
-PORTAL_HOST = "www.nepviewer.net"
-SUNRISE_HOUR = 6.0
-SUNSET_HOUR = 20.0
-TWILIGHT_HOURS = 0.5
-"""Before sunrise / after sunset the inverter is awake but produces 0 W for this long."""
+from appliance.sim.sun import SUNRISE_HOUR, TWILIGHT_HOURS, SimClock, sun_fraction
 
 RATED_W: dict[str, float] = {
     "bdm300": 300, "bdm400": 400, "bdm600": 600, "bdm800": 800,
@@ -36,24 +29,10 @@ T_PHP_MODELS = frozenset({"bdm1200", "bdm2000", "bdm2250"})
 MODULE_VOLTAGE_V = 32.0
 
 
-def build_request(host: str, path: str, body: bytes) -> bytes:
-    """An inverter's whole request: ``POST``, ``Host``, ``Connection: close``, ``Content-Length``, body."""
-    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
-    return head.encode("ascii") + body
-
-
-def sun_fraction(moment: datetime) -> float | None:
-    """0..1 of peak output at this time of day; 0 in twilight; None at night (inverter asleep)."""
-    hour = moment.hour + moment.minute / 60 + moment.second / 3600
-    if hour < SUNRISE_HOUR - TWILIGHT_HOURS or hour > SUNSET_HOUR + TWILIGHT_HOURS:
-        return None
-    if hour <= SUNRISE_HOUR or hour >= SUNSET_HOUR:
-        return 0.0
-    return math.sin(math.pi * (hour - SUNRISE_HOUR) / (SUNSET_HOUR - SUNRISE_HOUR)) ** 1.5
-
-
 @dataclass
-class SimulatedInverter:
+class NepInverter:
+    """One simulated NEP inverter: what it posts at a given moment."""
+
     serial: str
     model: str
     haze: float = 0.9
@@ -104,7 +83,7 @@ class SimulatedInverter:
         )
 
 
-def make_fleet(count: int, models: list[str], seed: int = 1) -> list[SimulatedInverter]:
+def make_fleet(count: int, models: list[str], seed: int = 1) -> list[NepInverter]:
     """``count`` inverters cycling through ``models``; the same seed gives the same serials."""
     unknown = [m for m in models if m not in RATED_W]
     if unknown:
@@ -119,7 +98,7 @@ def make_fleet(count: int, models: list[str], seed: int = 1) -> list[SimulatedIn
         if serial in serials:
             continue
         serials.add(serial)
-        fleet.append(SimulatedInverter(serial, models[len(fleet) % len(models)], haze=rng.uniform(0.8, 0.97)))
+        fleet.append(NepInverter(serial, models[len(fleet) % len(models)], haze=rng.uniform(0.8, 0.97)))
     return fleet
 
 
@@ -143,7 +122,7 @@ def post(url: str, path: str, body: bytes, timeout: float = 10.0) -> Reply:
     parts = urlsplit(url)
     prefix = parts.path.rstrip("/")
     with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as sock:
-        sock.sendall(build_request(PORTAL_HOST, prefix + path, body))
+        sock.sendall(nep.build_request(nep.PORTAL_HOST, prefix + path, body))
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -153,20 +132,7 @@ def post(url: str, path: str, body: bytes, timeout: float = 10.0) -> Reply:
     return Reply(status, payload)
 
 
-class SimClock:
-    """Simulated time: starts at ``start`` and runs ``speed`` times faster than the real clock."""
-
-    def __init__(self, start: datetime | None = None, speed: float = 1.0, monotonic: Callable[[], float] = time.monotonic):
-        self.start = start or datetime.now()
-        self.speed = speed
-        self._monotonic = monotonic
-        self._t0 = monotonic()
-
-    def now(self) -> datetime:
-        return self.start + timedelta(seconds=(self._monotonic() - self._t0) * self.speed)
-
-
-def run(url: str, fleet: list[SimulatedInverter], *, interval: float, clock: SimClock,
+def run(url: str, fleet: list[NepInverter], *, interval: float, clock: SimClock,
         rounds: int | None = None, seed: int = 1, report: Callable[[str], None] = print) -> tuple[int, int]:
     """Post one packet per awake inverter every ``interval`` real seconds. Returns (ok, failed) replies."""
     rng = random.Random(seed)
@@ -204,7 +170,8 @@ def run(url: str, fleet: list[SimulatedInverter], *, interval: float, clock: Sim
     return ok, failed
 
 
-def rounds_iter(fleet: list[SimulatedInverter], moments: Iterator[datetime], seed: int = 1) -> Iterator[tuple[datetime, SimulatedInverter, bytes]]:
+def rounds_iter(fleet: list[NepInverter], moments: Iterator[datetime],
+                seed: int = 1) -> Iterator[tuple[datetime, NepInverter, bytes]]:
     """Packets the fleet would post at these moments (no network): for tests and benchmarks."""
     rng = random.Random(seed)
     for moment in moments:

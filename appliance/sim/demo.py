@@ -5,8 +5,13 @@ It starts, each as its own process like on the appliance, with their output in o
 - a local mosquitto on a free loopback port (temporary config, no persistence);
 - the emulated Z-Stack coordinator with four simulated Enecsys inverters on its "air";
 - the Zigbee service (``solargw zigbee``) on that coordinator (``socket://``);
-- the web service (``solargw web``, gunicorn);
+- the web service (``solargw web``, gunicorn), with the Enecsys gateway listener on;
+- three simulated Enecsys inverters behind a simulated genuine Enecsys gateway
+  (``solargw simulate enecsys-gateway``), uploading to that listener;
 - three simulated NEP inverters of different models (``solargw simulate nep``), at midday.
+
+Before the services start, the store gets a week of plausible history for every one of them
+(:mod:`appliance.sim.history`), so the charts and the energy per day show several days at once.
 
 It prints the URL and the admin password, and stops everything on Ctrl-C (in the
 reverse order, each with SIGINT, then SIGKILL if one hangs). Everything lives in a
@@ -35,6 +40,9 @@ from appliance.settings import Settings, apply_timezone, save
 
 NEP_MODELS = ("bdm400", "bdm800", "bdm1200")
 ENECSYS_COUNT = 4
+GATEWAY_COUNT = 3
+HISTORY_DAYS = 7
+INVERTER_COUNT = ENECSYS_COUNT + GATEWAY_COUNT + len(NEP_MODELS)
 ENECSYS_INTERVAL = 10.0
 NEP_INTERVAL = 5.0
 LISTENING = re.compile(r"listening on (http://\S+)")
@@ -126,16 +134,39 @@ class Demo:
         settings.web.listen_addr, settings.web.port, settings.web.threads = self.host, self._web_port(), 8
         settings.mqtt.host, settings.mqtt.port = "127.0.0.1", mqtt_port
         settings.zigbee.device = f"socket://127.0.0.1:{zigbee_port}"
+        settings.gateway.enabled, settings.gateway.listen_addr = True, "127.0.0.1"
+        settings.gateway.port = gateway_port = free_port()
         settings.access_point.passphrase = secrets.token_urlsafe(12)
         settings.admin.password_hash = generate_password_hash(self.password)
         settings.admin.secret_key = secrets.token_hex(32)
         save(settings, self.settings_path)
+        self._write_history(settings)
 
         self._start_web()
         self._start_zigbee()
+        self._spawn("Enecsys gateway simulator", solargw(
+            "simulate", "enecsys-gateway", "--port", str(gateway_port), "--inverters", str(GATEWAY_COUNT),
+            "--interval", str(ENECSYS_INTERVAL), "--ping-interval", "30", "--start", "12:00"))
+        self.say(f"Enecsys gateway   tcp://127.0.0.1:{gateway_port} with {GATEWAY_COUNT} simulated inverters behind it")
         self._spawn("NEP simulator", solargw(
             "simulate", "nep", "--url", self.url + "/", "--inverters", str(len(NEP_MODELS)),
             "--models", ",".join(NEP_MODELS), "--interval", str(NEP_INTERVAL), "--start", "12:00", "--quiet"))
+
+    def _write_history(self, settings: Settings) -> None:
+        """A week of the simulated inverters' past, through the store, before any service runs."""
+        from appliance.sim import enecsys_gateway, history, nep_inverters
+        from appliance.sim.enecsys_inverters import InverterFleet
+        from appliance.store import Store
+
+        store = Store.from_settings(settings)
+        try:
+            written = history.write(
+                store, zigbee_serials=InverterFleet.default_serials(ENECSYS_COUNT),
+                gateway_serials=enecsys_gateway.default_serials(GATEWAY_COUNT),
+                nep_fleet=nep_inverters.make_fleet(len(NEP_MODELS), list(NEP_MODELS), seed=1), days=HISTORY_DAYS)
+        finally:
+            store.close()
+        self.say(f"history           {written.days} days, {written.readings} readings of {written.inverters} inverters")
 
     def _web_port(self) -> int:
         if self.port:
@@ -250,12 +281,12 @@ def run(host: str = "127.0.0.1", port: int = 8080, workdir: Path | None = None, 
     previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         demo.say("solargw demo: starting mosquitto, the Zigbee emulator, the Zigbee and web services, "
-                 "and the NEP simulator...")
+                 "the Enecsys gateway and NEP simulators...")
         demo.start()
         shown = demo.url.replace("0.0.0.0", socket.gethostname())
         demo.say("")
         demo.say(f"  Open {shown}/   (log in as admin with the password: {demo.password})")
-        demo.say(f"  Seven inverters appear within a minute. Logs: {demo.log_path}")
+        demo.say(f"  {INVERTER_COUNT} inverters appear within a minute, with a week of history. Logs: {demo.log_path}")
         demo.say("  Press Ctrl-C to stop everything.")
         demo.say("")
         return demo.watch()

@@ -1,0 +1,116 @@
+"""The settings file: where it is, reading it (plus environment overrides) and writing it.
+
+``SOLARGW_SETTINGS`` names another file than ``/etc/solargw/solargw.toml``;
+``SOLARGW_DATA_DIR`` and the seed NEP server's ``NEP_LISTEN_ADDR`` /
+``NEP_LISTEN_PORT`` / ``NEP_MQTT_ADDR`` / ``NEP_MQTT_PORT`` override the file, so the
+collector also runs outside the appliance. A missing file means defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import tomli_w
+
+from appliance.settings.model import Settings, SettingsError, from_dict
+from appliance.settings.rules import require_valid
+
+DEFAULT_PATH = Path("/etc/solargw/solargw.toml")
+
+
+def _apply_environment(settings: Settings, env: Mapping[str, str]) -> Settings:
+    def port(name: str) -> int:
+        try:
+            value = int(env[name])
+        except ValueError:
+            raise SettingsError(f"{name}: expected a port number, got {env[name]!r}") from None
+        if not 0 < value < 65536:
+            raise SettingsError(f"{name}: {value} is not a port number")
+        return value
+
+    web, mqtt, data = settings.web, settings.mqtt, settings.data
+    if "NEP_LISTEN_ADDR" in env:
+        web = dataclasses.replace(web, listen_addr=env["NEP_LISTEN_ADDR"])
+    if "NEP_LISTEN_PORT" in env:
+        web = dataclasses.replace(web, port=port("NEP_LISTEN_PORT"))
+    if "NEP_MQTT_ADDR" in env:
+        mqtt = dataclasses.replace(mqtt, host=env["NEP_MQTT_ADDR"], enabled=True)
+    if "NEP_MQTT_PORT" in env:
+        mqtt = dataclasses.replace(mqtt, port=port("NEP_MQTT_PORT"))
+    if "SOLARGW_DATA_DIR" in env:
+        data = dataclasses.replace(data, dir=env["SOLARGW_DATA_DIR"])
+    return dataclasses.replace(settings, web=web, mqtt=mqtt, data=data)
+
+
+def settings_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("SOLARGW_SETTINGS", str(DEFAULT_PATH)))
+
+
+def file_fingerprint(path: Path | str) -> tuple[int, int, int] | None:
+    """What changes when the settings file is rewritten (``save`` replaces it), None without one:
+    the long-running services poll it to follow edits."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def load(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings file (defaults if it does not exist), then the environment overrides.
+
+    Types are checked (``SettingsError`` names the key); value rules are not: see
+    :func:`load_valid`."""
+    env = os.environ if env is None else env
+    path = Path(path) if path is not None else settings_path(env)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        data = {}
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
+    settings = from_dict(data)
+    settings.path = path
+    return _apply_environment(settings, env)
+
+
+def load_valid(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """:func:`load`, then every value rule (:func:`appliance.settings.rules.validate`): a
+    ``SettingsError`` lists each problem with its key."""
+    return require_valid(load(path, env))
+
+
+def save(settings: Settings, path: Path | str | None = None) -> Path:
+    """Write the file atomically (mode 0600: it holds secrets)."""
+    path = Path(path or settings.path or settings_path())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        tomli_w.dump(settings.to_dict(), handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def save_sections(new: Settings, sections: Iterable[str], path: Path | str) -> Settings:
+    """Write ``sections`` of ``new`` into the file at ``path`` and return what it now says.
+
+    The other sections are taken from the file as it is, not from ``new``, so values that
+    came from environment overrides (``NEP_LISTEN_PORT``...) are never written. Nothing is
+    written when the result would break a value rule (``SettingsError`` lists the problems)."""
+    on_disk = load(path, env={})
+    for name in sections:
+        setattr(on_disk, name, getattr(new, name))
+    save(require_valid(on_disk), path)
+    return load(path)

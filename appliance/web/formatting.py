@@ -1,0 +1,72 @@
+"""How values read on the pages: one function per kind of text, no Flask, no I/O.
+
+The dashboard cards, the inverter page and the live events all format through here,
+so a value never looks different after an update.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from appliance.fields import BY_KEY, label_for, unit_for
+from appliance.settings import Settings
+
+__all__ = ["ago", "energy_text", "format_value", "label_for", "local_time", "power_text", "timezone", "unit_for"]
+
+
+def format_value(name: str, value: Any) -> str:
+    """A field's value with its unit (``169 W``, ``92.5 %``, ``none``)."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) if value else "none"
+    field = BY_KEY.get(name)
+    if field is not None and field.percent and isinstance(value, (int, float)):
+        return f"{value * 100:.{field.precision or 0}f} %"
+    if name == "state" and isinstance(value, str):
+        return value.replace("_", " ")
+    unit = unit_for(name)
+    if isinstance(value, float):
+        text = f"{value:.2f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:.0f}"
+    else:
+        text = str(value)
+    return f"{text} {unit}".strip()
+
+
+def energy_text(wh: float) -> str:
+    return f"{wh / 1000:.2f} kWh" if wh >= 1000 else f"{wh:.0f} Wh"
+
+
+def power_text(watts: float | None) -> str:
+    return "–" if watts is None else f"{watts:.0f} W" if watts >= 10 else f"{watts:.1f} W"
+
+
+def timezone(settings: Settings) -> ZoneInfo:
+    """``[system] timezone``, or UTC when the file names a zone this system does not know."""
+    try:
+        return ZoneInfo(settings.system.timezone)
+    except Exception:  # noqa: BLE001 - a bad zone in the file must not take the pages down
+        return ZoneInfo("UTC")
+
+
+def local_time(ts: float | None, tz: ZoneInfo) -> str:
+    if not ts:
+        return "never"
+    return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def ago(ts: float | None, now: float | None = None) -> str:
+    if not ts:
+        return "never"
+    seconds = max(0, int((now or time.time()) - ts))
+    if seconds < 90:
+        return f"{seconds} s ago"
+    if seconds < 5400:
+        return f"{seconds // 60} min ago"
+    if seconds < 172800:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} days ago"

@@ -1,0 +1,132 @@
+"""No import circle anywhere in ``appliance/``.
+
+Every module's imports are read with ``ast``: module-level ones and those inside functions
+both count (a function-level import only delays a circle, it does not remove it); imports
+under ``if TYPE_CHECKING:`` do not (they never run). ``from package import name`` is an
+edge to ``package.name`` when that is a module, else to ``package``. Dynamic imports
+(``importlib.import_module``, used by the CLI dispatcher) are not seen.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import appliance
+
+PACKAGE_DIR = Path(appliance.__file__).parent
+
+
+def module_names() -> dict[str, Path]:
+    names = {}
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        names[".".join(parts)] = path
+    return names
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imports(tree: ast.AST, module: str, is_package: bool) -> list[tuple[str, str | None]]:
+    """Every import in ``tree`` as (module, name): name is None for ``import module``, else the
+    name taken by ``from module import name``. TYPE_CHECKING blocks are left out."""
+    found: list[tuple[str, str | None]] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, None) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = module.split(".")
+                anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
+                base = ".".join(anchor + ([base] if base else []))
+            found.extend((base, alias.name) for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package's modules it imports."""
+    names = module_names()
+    graph: dict[str, set[str]] = {}
+    for module, path in names.items():
+        targets = set()
+        for base, name in _imports(ast.parse(path.read_text(), str(path)), module, path.name == "__init__.py"):
+            target = f"{base}.{name}" if name and f"{base}.{name}" in names else base
+            if target in names and target != module:
+                targets.add(target)
+        graph[module] = targets
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), as sorted lists."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+
+    def connect(node: str) -> None:
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                connect(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    return found
+
+
+def test_the_graph_sees_imports_of_every_kind():
+    graph = import_graph()
+    assert "appliance.reading" in graph["appliance.pipeline"]  # module level, ``from x import y``
+    assert "appliance.net.service" in graph["appliance.commands.net"]  # inside a function
+    assert "appliance.mqtt.discovery" in graph["appliance.mqtt.publisher"]
+
+
+def test_the_checker_finds_a_circle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_type_checking_imports_are_left_out():
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import x\nelse:\n    import y\n"
+                     "def f():\n    import z\n")
+    modules = {base for base, _ in _imports(tree, "m", False)}
+    assert modules == {"typing", "y", "z"}
+
+
+def test_no_import_circle_in_the_package():
+    found = cycles(import_graph())
+    assert not found, "import circles: " + "; ".join(" <-> ".join(group) for group in found)
