@@ -6,9 +6,6 @@ the home network's channel, whatever ``[access_point] channel`` says (a limit of
 """
 from __future__ import annotations
 
-from pyroute2 import IW
-from pyroute2.netlink.exceptions import NetlinkError
-
 from appliance.net.addressing import require
 from appliance.net.interface import InterfaceError
 from appliance.net.wifi import check_passphrase, check_ssid, psk, ssid_line
@@ -42,6 +39,9 @@ def render(settings: Settings) -> str:
 
 def ensure_station_interface(parent: str, name: str) -> bool:
     """Create ``name`` as a station interface on ``parent``'s radio; False if it already exists."""
+    from pyroute2 import IW  # here: every command imports this module (net.plan), few need netlink
+    from pyroute2.netlink.exceptions import NetlinkError
+
     try:
         with IW() as iw:
             interfaces = iw.get_interfaces_dict()
