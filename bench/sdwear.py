@@ -330,11 +330,15 @@ class Services:
 
 
 def counted_readings(ram_db: Path) -> dict[str, int]:
-    """Readings recorded so far, per family (the store's own counters, read from the working copy)."""
+    """Readings recorded so far, per family, and the card writes the store made (``journal``
+    records, database ``commits``): the store's own counts, read from the working copy."""
     db = sqlite3.connect(f"file:{ram_db}?mode=ro", uri=True)
     try:
-        return {family: int(value) for family, value in
-                db.execute("SELECT family, value FROM counters WHERE name = 'readings_recorded'")}
+        found = {family: int(value) for family, value in
+                 db.execute("SELECT family, value FROM counters WHERE name = 'readings_recorded'")}
+        found.update({key: int(value or 0) for key, value in
+                      db.execute("SELECT key, value FROM meta WHERE key IN ('journal_records', 'commits')")})
+        return found
     finally:
         db.close()
 
@@ -452,10 +456,16 @@ def run_day(speed: float, window: float, base: Path) -> DayFigures:
             after = counted_readings(ram_db)
             per_family = {family: after.get(family, 0) - readings_before.get(family, 0) for family in ("nep", "enecsys")}
             readings = sum(per_family.values())
+            # NEP: one post each interval; Enecsys: a report and a channel-2 frame each interval, as the
+            # simulated inverters (like real ones) send them.
             expected = {"nep": NEP_INVERTERS * int((DAY[1] - DAY[0]) * 3600 / NEP_INTERVAL),
-                        "enecsys": ENECSYS_INVERTERS * int((DAY[1] - DAY[0]) * 3600 / ENECSYS_INTERVAL)}
+                        "enecsys": 2 * ENECSYS_INVERTERS * int((DAY[1] - DAY[0]) * 3600 / ENECSYS_INTERVAL)}
             notes.append("readings recorded: " + ", ".join(
                 f"{family} {per_family[family]} of {expected[family]}" for family in expected))
+            notes.append(f"the store wrote {after.get('journal_records', 0) - readings_before.get('journal_records', 0)}"
+                         f" journal records and made {after.get('commits', 0) - readings_before.get('commits', 0)}"
+                         f" database commits 05:30-23:30 (one record per {window:g} s with news, a commit every "
+                         f"36 of them)")
             sleep_until(IDLE[1])
             stop.set()
             sampler.join()

@@ -117,7 +117,7 @@ class Store:
         self.ram_path = ram_path(self.data_dir, ram_dir)
         self.full_resolution_days = full_resolution_days
         self.keep_days = keep_days
-        self.flush_seconds = max(1.0, float(flush_seconds))
+        self.flush_seconds = max(0.05, float(flush_seconds))  # below a second: benches, tests
         self.history_seconds = max(0.0, float(history_seconds))
         self.queue_limit = queue_limit
         self.autoflush = autoflush
@@ -326,7 +326,8 @@ class Store:
         return StoreHealth(
             state=meta.get("health") or "ok", since=writeback.meta_value(meta, "health_since"), queued=queued,
             oldest_queued=oldest, message=meta.get("health_message") or "",
-            last_flush=writeback.meta_value(meta, "last_flush"))
+            last_flush=writeback.meta_value(meta, "last_flush"), journal_records=int(meta.get("journal_records") or 0),
+            commits=int(meta.get("commits") or 0))
 
     # -- writing ---------------------------------------------------------------------------
     def record(self, reading: Reading, source: str = "", also_count: tuple[str, ...] = ()) -> Recorded:

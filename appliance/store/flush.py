@@ -233,9 +233,11 @@ def settle(store: "Store", snapshot: Snapshot, *, state: int, started: float, se
         if meta["health"] != "ok":
             updates.append((now, "health_since"))
         if sequence is not None:
-            updates += [(sequence, "journal_seq"), (offset, "journal_offset")]
+            updates += [(sequence, "journal_seq"), (offset, "journal_offset"),
+                        (int(meta.get("journal_records") or 0) + 1, "journal_records")]
         if epoch is not None:
             updates += [(epoch, "journal_epoch"), (0, "journal_seq"), (0, "journal_offset"), (now, "last_materialized"),
+                        (int(meta.get("commits") or 0) + 1, "commits"),
                         (None if unchanged else started, "unmaterialized_since")]
             db.execute(
                 "DELETE FROM recent WHERE state = 2 AND id IN (SELECT id FROM (SELECT id, ROW_NUMBER()"

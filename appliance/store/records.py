@@ -84,6 +84,10 @@ class StoreHealth:
     oldest_queued: float | None
     message: str
     last_flush: float | None
+    journal_records: int = 0
+    """Journal records written since the working copy was made (at boot), one per loss window with news."""
+    commits: int = 0
+    """Database commits since the working copy was made (every few hours, and at each service stop)."""
 
     @property
     def ok(self) -> bool:

@@ -133,7 +133,7 @@ CREATE TABLE IF NOT EXISTS pending (
 INSERT OR IGNORE INTO meta (key, value) VALUES ('dirty_since', NULL), ('unmaterialized_since', NULL),
     ('changes', 0), ('health', 'ok'), ('health_since', NULL), ('health_message', ''), ('last_flush', NULL),
     ('last_materialized', NULL), ('last_compaction', 0), ('journal_epoch', 0), ('journal_seq', 0),
-    ('journal_offset', 0);
+    ('journal_offset', 0), ('journal_records', 0), ('commits', 0);
 """ + "".join(
     f"""
 CREATE TRIGGER IF NOT EXISTS {table}_{event.lower()} AFTER {event} ON {table}{when} BEGIN
