@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from appliance import __version__
 
 if TYPE_CHECKING:
-    from appliance.settings import Settings
+    from appliance.settings import Loaded, Settings
 
 COMMAND_MODULES = (
     "decode",
@@ -47,6 +47,20 @@ def load_settings(path: str | None = None) -> "Settings":
         raise CommandError(str(exc)) from None
     log_advice(settings)
     return settings
+
+
+def load_service_settings(path: str | None = None) -> "Loaded":
+    """Settings for a long-running service: the file when it is good, else the last good settings
+    (:func:`appliance.settings.load_recovering`) with the problem logged once and returned in
+    ``problem``: a service never refuses to start (and restarts for ever) on a broken file."""
+    from appliance.runtime import log_advice
+    from appliance.settings import load_recovering
+
+    loaded = load_recovering(path)
+    if loaded.problem:
+        logging.getLogger("appliance.settings").error("%s", loaded.problem)
+    log_advice(loaded.settings)
+    return loaded
 
 
 DEFERRED = ("aiohttp", "jsonschema", "dns.resolver")

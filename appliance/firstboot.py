@@ -13,12 +13,19 @@ Then every applied line of the boot file is commented out, secret values are
 removed, and a note says when it was applied: running again changes nothing
 (the unit runs at every boot, so an owner can drop in a new file later, e.g. to
 reset a forgotten password).
+
+That repair path must work when ``/etc/solargw/solargw.toml`` itself is broken (not
+TOML, not UTF-8, a value breaking a rule): the boot file is then applied on top of
+what the services run on (:func:`appliance.settings.load_recovering`: the file's good
+sections, the last good copy for the rest), and the broken file is kept beside it
+(``solargw.toml.broken-<time>``), which the output and the log say.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import grp
+import logging
 import os
 import pwd
 import re
@@ -35,7 +42,10 @@ from typing import Any
 from werkzeug.security import generate_password_hash
 
 from appliance import settings as settings_mod
+from appliance.atomic import write_atomic
 from appliance.settings import rules
+
+log = logging.getLogger(__name__)
 
 BOOT_FILE = "solargw.toml"
 SECRET_KEYS = {("access_point", "passphrase"), ("admin", "password"), ("upstream_wifi", "passphrase")}
@@ -53,12 +63,15 @@ class FirstBootError(ValueError):
 class Result:
     applied: list[str] = field(default_factory=list)
     generated: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    """What was wrong with the existing settings file, and where the broken one was kept."""
     settings_changed: bool = False
     boot_file_scrubbed: bool = False
 
     @property
     def changed(self) -> bool:
-        return bool(self.applied or self.generated or self.settings_changed or self.boot_file_scrubbed)
+        return bool(self.applied or self.generated or self.repaired or self.settings_changed
+                    or self.boot_file_scrubbed)
 
 
 def random_passphrase(groups: int = 4, size: int = 4) -> str:
@@ -135,16 +148,6 @@ def _secret_values(data: dict[str, Any]) -> list[str]:
     return found
 
 
-def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 class FirstBoot:
     """Applies the boot file to a system whose file tree starts at ``root``."""
 
@@ -160,7 +163,14 @@ class FirstBoot:
         text = boot_file.read_text() if boot_file.exists() else ""
         data = read_boot_file(boot_file)
         sections, own = split_boot_data(data)
-        current = settings_mod.load(self.settings_path, env={})
+        loaded = settings_mod.load_recovering(self.settings_path, env={})
+        current = loaded.settings
+        if loaded.problem:
+            kept = settings_mod.keep_broken(self.settings_path)
+            result.repaired.append(loaded.problem)
+            if kept is not None:
+                result.repaired.append(f"the broken file is kept as {kept}")
+            log.warning("%s", loaded.problem)
         try:
             updated = settings_mod.require_valid(settings_mod.from_dict(sections, base=current))
         except settings_mod.SettingsError as exc:
@@ -183,13 +193,19 @@ class FirstBoot:
             self._set_hostname(updated.system.hostname)
         if updated.system.ssh_enabled:
             self._enable_ssh()
-        if updated.to_dict() != current.to_dict() or not self.settings_path.exists():
+        if updated.to_dict() != current.to_dict() or not self.settings_path.exists() or loaded.problem:
             settings_mod.save(updated, self.settings_path)
             result.settings_changed = True
         self._fix_settings_ownership()
+        if self.settings_path.exists():  # what the services fall back on if the file breaks later
+            settings_mod.keep_last_good(self.settings_path, self.settings_path.read_bytes())
         if data and (sections or own):
+            # The image's root file system commits its journal only every 10 minutes
+            # (commit=600, image/build.py): what was applied must be on the card before the
+            # boot partition's copy loses its secrets, or a power cut could lose both.
+            os.sync()
             when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-            _write_atomic(boot_file, scrub(text, _secret_values(data), when))
+            write_atomic(boot_file, scrub(text, _secret_values(data), when), 0o644)
             result.boot_file_scrubbed = True
         return result
 
@@ -205,7 +221,7 @@ class FirstBoot:
         machine_id = self.root / "etc/machine-id"
         current = machine_id.read_text().strip() if machine_id.exists() else ""
         if not re.fullmatch(r"[0-9a-f]{32}", current):
-            _write_atomic(machine_id, uuid.uuid4().hex + "\n", 0o444)
+            write_atomic(machine_id, uuid.uuid4().hex + "\n", 0o444)
             result.generated.append("machine id")
         ssh_dir = self.root / "etc/ssh"
         if ssh_dir.is_dir() and not any(ssh_dir.glob("ssh_host_*_key")) and shutil.which("ssh-keygen"):
@@ -227,12 +243,12 @@ class FirstBoot:
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(target)
         os.replace(tmp, localtime)
-        _write_atomic(self.root / "etc/timezone", name + "\n")
+        write_atomic(self.root / "etc/timezone", name + "\n", 0o644)
 
     def _set_hostname(self, name: str) -> None:
         path = self.root / "etc/hostname"
         if not path.exists() or path.read_text().strip() != name:
-            _write_atomic(path, name + "\n")
+            write_atomic(path, name + "\n", 0o644)
         hosts = self.root / "etc/hosts"
         lines = hosts.read_text().splitlines() if hosts.exists() else ["127.0.0.1\tlocalhost"]
         wanted = f"127.0.1.1\t{name}"
@@ -240,7 +256,7 @@ class FirstBoot:
         if wanted not in new:
             new.append(wanted)
         if new != lines:
-            _write_atomic(hosts, "\n".join(new) + "\n")
+            write_atomic(hosts, "\n".join(new) + "\n", 0o644)
         if self.live and socket.gethostname() != name:
             socket.sethostname(name)
 
@@ -251,7 +267,7 @@ class FirstBoot:
         existing = path.read_text().splitlines() if path.exists() else []
         merged = existing + [k for k in keys if k not in existing]
         if merged != existing:
-            _write_atomic(path, "\n".join(merged) + "\n", 0o600)
+            write_atomic(path, "\n".join(merged) + "\n", 0o600)
 
     def _enable_ssh(self) -> None:
         unit_dirs = (self.root / "usr/lib/systemd/system", self.root / "lib/systemd/system")

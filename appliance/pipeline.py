@@ -6,17 +6,24 @@ ledger), then published over MQTT. Live UI events need no call of their own:
 the web process watches the store's change log, which also sees the other
 process's writes. Publishing never raises into the caller and never blocks it:
 the inverter's reply must not wait for a broker.
+
+A reading of a serial the store does not know yet passes :class:`~appliance.admission.Admission`
+first (new inverters per hour and in total); a refused one is kept with the rejected frames and
+counted as ``inverters_refused``.
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
+from appliance.admission import Admission, Limits
+from appliance.lograte import RateLimitedLog
 from appliance.reading import Reading
 from appliance.store import Recorded, Store
 
 log = logging.getLogger(__name__)
+refused_log = RateLimitedLog(log, "new inverters refused")
 RECEIVED = ("packets_received",)
 
 
@@ -28,9 +35,11 @@ class Publisher(Protocol):
 
 
 class Pipeline:
-    def __init__(self, store: Store, publisher: Publisher | None = None):
+    def __init__(self, store: Store, publisher: Publisher | None = None, limits: Callable[[], Any] = Limits):
+        """``limits()``: the new-inverter caps in use (``settings.data``; the defaults when not given)."""
         self.store = store
         self.publisher = publisher
+        self.admission = Admission(store, limits)
 
     def handle(self, reading: Reading, source: str = "") -> Recorded | None:
         """Record and publish a reading; a frame that failed its checksum is rejected instead.
@@ -40,6 +49,12 @@ class Pipeline:
                 frame=reading.frame, family=reading.family, source=source,
                 reason="checksum mismatch", timestamp=reading.timestamp, also_count=RECEIVED,
             )
+            return None
+        refused = self.admission.admit(reading.serial)
+        if refused:
+            refused_log.warning("%s (from %s)", refused, source or "?")
+            self.store.reject(frame=reading.frame, family=reading.family, source=source, reason=refused,
+                              timestamp=reading.timestamp, also_count=RECEIVED + ("inverters_refused",))
             return None
         recorded = self.store.record(reading, source=source, also_count=RECEIVED)
         if self.publisher is not None:
@@ -60,6 +75,7 @@ class Pipeline:
     def remove(self, serial: str) -> None:
         """Hide an inverter and clear its Home Assistant discovery."""
         self.store.remove(serial)
+        self.admission.forget(serial)
         if self.publisher is not None:
             try:
                 self.publisher.remove(serial)

@@ -6,6 +6,7 @@ service (web under gunicorn), a select loop (net) and an asyncio loop (zigbee) u
 ``SettingsFollower``: keep using the settings file as it is edited::
 
     follower = SettingsFollower(path, on_change)   # loads + validates now (SettingsError if bad)
+    follower = SettingsFollower(path, on_change, recover=True)  # a bad file: the last good settings
     follower.check()            # one stat(); reads the file only when it changed or a reload was asked
     follower.request_reload()   # from a SIGHUP handler: only sets a flag, the next check() reads
     follower.settings           # the last good settings;  follower.error: why the file is not in use
@@ -15,7 +16,9 @@ service (web under gunicorn), a select loop (net) and an asyncio loop (zigbee) u
   reason is logged once per distinct error and kept in ``error``. New settings are taken
   into use by setting the process's time zone (``[system] timezone``), then calling
   ``on_change(old, new)``. ``adjust`` rewrites freshly loaded settings before they are
-  validated (command-line overrides such as ``--interface`` or ``--device``).
+  validated (command-line overrides such as ``--interface`` or ``--device``). Every file it
+  accepts is also kept as the last good copy (:mod:`appliance.settings.recovery`), which a
+  service started on a broken file runs on (``recover=True``: never a restart loop).
 
 ``PublisherHolder``: the service's MQTT publisher, itself a ``Publisher`` that never raises::
 
@@ -54,9 +57,10 @@ from appliance.settings import (
     apply_timezone,
     describe,
     file_fingerprint,
-    load,
-    require_valid,
+    keep_last_good,
+    load_recovering,
 )
+from appliance.settings.recovery import load_checked
 
 log = logging.getLogger(__name__)
 
@@ -80,28 +84,34 @@ class SettingsFollower:
 
     def __init__(self, path: Path | str | None, on_change: Callable[[Settings, Settings], None] | None = None,
                  *, settings: Settings | None = None, adjust: Callable[[Settings], Settings] | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
-        """``settings``: the settings in use now (else the file is loaded and validated here,
-        raising ``SettingsError``); ``path`` None: nothing to follow (an app built in a test)."""
+                 env: Mapping[str, str] | None = None, recover: bool = False, error: str = "") -> None:
+        """``settings``: the settings in use now (``error``: why they are not the file's), else the
+        file is loaded and validated here: a bad one raises ``SettingsError``, or with ``recover``
+        gives the last good settings (:func:`appliance.settings.load_recovering`) and ``error``.
+        ``path`` None: nothing to follow (an app built in a test)."""
         self.path = Path(path) if path is not None else None
         self.on_change = on_change
         self.adjust = adjust
         self.env = env
-        self.error = ""
+        self.error = error
         self._lock = threading.RLock()
         self._reload_reason: str | None = None
         self._advised: set[str] = set()
         self._fingerprint = file_fingerprint(self.path) if self.path is not None else None
         self._had_file = self._fingerprint is not None
+        if settings is None and recover:
+            loaded = load_recovering(self.path, self.env, self.adjust)
+            settings, self.error = loaded.settings, loaded.problem
+            if self.error:
+                log.error("%s", self.error)
         self.settings = settings if settings is not None else self._load()
         log_advice(self.settings, self._advised)
         apply_timezone(self.settings)
 
     def _load(self) -> Settings:
-        settings = load(self.path, self.env)
-        if self.adjust is not None:
-            settings = self.adjust(settings)
-        return require_valid(settings)
+        loaded = load_checked(self.path, os.environ if self.env is None else self.env, self.adjust)
+        keep_last_good(self.path, loaded.data)
+        return loaded.settings
 
     def request_reload(self, reason: str = "SIGHUP") -> None:
         """Read the file at the next ``check()`` even if it looks unchanged (safe in a signal handler)."""
@@ -150,6 +160,10 @@ class SettingsFollower:
         with self._lock:
             if self.path is not None:
                 self._fingerprint = file_fingerprint(self.path)
+                try:
+                    keep_last_good(self.path, self.path.read_bytes())  # written after passing every rule
+                except OSError:
+                    pass
             self.error = ""
             self._use(settings)
 

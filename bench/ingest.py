@@ -4,10 +4,15 @@ Posts the same realistic 45-byte ``/i.php`` bodies (from the simulator), each on
 a new connection with the inverter's own minimal request, to two receivers
 started side by side in one run:
 
-- ``solargw web``: gunicorn (one worker, gthread), Flask, full decode, SQLite
-  store (latest, history, energy ledger, counters), the timestamp reply;
+- ``solargw web``: the front receiver (asyncio, in gunicorn's worker) reads the inverter's
+  request itself and hands it to the ingest thread: full decode, SQLite store (latest,
+  history, energy ledger, counters), then the timestamp reply (gunicorn + Flask, behind it,
+  only serve the UI);
 - a minimal stdlib ``http.server`` doing only the seed server's work: the
-  serial from bytes 19-22 and byte 26 times 3.19 into a dict, then a reply.
+  serial from bytes 19-22 and byte 26 times 3.19 into a dict, then a reply;
+- for the breakdown, the front receiver alone (its HTTP, the hand-over to the ingest
+  thread and back, the reply) with an ingest that does nothing: what is left of
+  ``solargw web``'s figure once decoding and storing are taken away.
 
 Prints packets per second (wall clock, client side) and CPU milliseconds per
 packet (user + system time of the server's whole process tree, from /proc),
@@ -51,6 +56,17 @@ class SeedHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+
+def serve_receiver_only() -> None:
+    from appliance.web.receiver import Receiver
+    from appliance.web.server import LoopThread, open_listener
+
+    sock = open_listener("127.0.0.1:0")
+    loop = LoopThread()
+    loop.run(Receiver(lambda post: None, None).start([sock]))
+    print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}/", flush=True)
+    loop.thread.join()
 
 
 def serve_seed() -> None:
@@ -131,6 +147,9 @@ def main() -> None:
     if sys.argv[1:] == ["--seed-server"]:
         serve_seed()
         return
+    if sys.argv[1:] == ["--receiver-only"]:
+        serve_receiver_only()
+        return
     packets = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     threads = int(sys.argv[2]) if len(sys.argv) > 2 else 4
     fleet = nep_inverters.make_fleet(50, ["bdm400", "bdm800"], seed=4)
@@ -142,21 +161,24 @@ def main() -> None:
     print(f"  {'receiver':<32} {'packets/s':>10} {'CPU ms/packet':>14}")
     with tempfile.TemporaryDirectory() as tmp:
         settings = Path(tmp) / "solargw.toml"
-        settings.write_text(f'[data]\ndir = "{tmp}/data"\n[mqtt]\nenabled = false\n'
-                            f'[admin]\nsecret_key = "bench"\n')
+        settings.write_text(f'[data]\ndir = "{tmp}/data"\nmax_inverters = 1000\nnew_inverters_per_hour = 1000\n'
+                            f'[mqtt]\nenabled = false\n[admin]\nsecret_key = "bench"\n')
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
         web, web_url = start([sys.executable, "-m", "appliance", "web", "--settings", str(settings),
                               "--bind", "127.0.0.1:0"], env)
         seed, seed_url = start([sys.executable, "-m", "bench.ingest", "--seed-server"])
+        alone, alone_url = start([sys.executable, "-m", "bench.ingest", "--receiver-only"])
         try:
             time.sleep(1.0)
-            ours = measure("solargw web (gunicorn, SQLite)", web.pid, web_url, bodies, threads)
+            ours = measure("solargw web (receiver, SQLite)", web.pid, web_url, bodies, threads)
             base = measure("seed-like stdlib http.server", seed.pid, seed_url, bodies, threads)
+            front = measure("receiver alone (no-op ingest)", alone.pid, alone_url, bodies, threads)
         finally:
-            for process in (web, seed):
+            for process in (web, seed, alone):
                 process.terminate()
                 process.wait(15)
     print(f"  {'ratio solargw / seed':<32} {ours[0] / base[0]:10.2f} {ours[1] / base[1]:14.2f}")
+    print(f"  {'ratio receiver alone / seed':<32} {front[0] / base[0]:10.2f} {front[1] / base[1]:14.2f}")
 
 
 if __name__ == "__main__":

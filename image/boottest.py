@@ -34,6 +34,7 @@ from pathlib import Path
 
 IMAGE_DIR = Path(__file__).resolve().parent
 GUEST_WIFI_SCRIPT = IMAGE_DIR / "guest_wifi.sh"
+GUEST_UPSTREAM_SCRIPT = IMAGE_DIR / "guest_upstream_wifi.py"
 TEST_SSID = "solargw-boottest"
 TEST_PASSPHRASE = "boot-test-passphrase"
 TEST_ADMIN_PASSWORD = "boot-test-admin"
@@ -122,7 +123,10 @@ def first_boot_file(ssh_public_key: str) -> str:
         "# written by image/boottest.py\n"
         f'[access_point]\nssid = "{TEST_SSID}"\npassphrase = "{TEST_PASSPHRASE}"\n\n'
         f'[admin]\npassword = "{TEST_ADMIN_PASSWORD}"\n\n'
-        f'[system]\ntimezone = "{TEST_TIMEZONE}"\nssh_authorized_keys = ["{ssh_public_key}"]\n'
+        f'[system]\ntimezone = "{TEST_TIMEZONE}"\nssh_authorized_keys = ["{ssh_public_key}"]\n\n'
+        # The host's simulated inverters reach the guest through QEMU's user network (10.0.2.2),
+        # not through its access point: let them in as a LAN-DNS-mode user would let in the LAN.
+        '[web]\nnep_sources = ["access_point", "10.0.2.0/24"]\n'
     )
 
 
@@ -269,16 +273,70 @@ def service_memory(guest: Guest) -> dict[str, float]:
     return memory
 
 
-def run_wifi_test(guest: Guest, timeout: float = 420) -> dict:
-    """mac80211_hwsim in the guest: a client in its own netns joins the real hostapd."""
-    env = f"SSID={shlex.quote(TEST_SSID)} PASSPHRASE={shlex.quote(TEST_PASSPHRASE)}"
-    done = guest.ssh(f"{env} sh -s", stdin=GUEST_WIFI_SCRIPT.read_bytes(), timeout=timeout, check=False)
+# Sectors written to the root file system's disk, then every process's write_bytes (pid, name,
+# bytes: what it sent towards storage; kernel threads such as jbd2 and the flushers included).
+_WRITE_SNAPSHOT = r"""
+root=$(findmnt -n -o SOURCE /)
+disk=$(lsblk -n -o PKNAME "$root" | head -n1)
+disk=${disk:-$(basename "$root")}
+awk '{print $7}' "/sys/block/$disk/stat"
+for io in /proc/[0-9]*/io; do
+    pid=${io#/proc/}; pid=${pid%/io}
+    bytes=$(sed -n 's/^write_bytes: //p' "$io" 2>/dev/null) || continue
+    [ -n "$bytes" ] && printf '%s %s %s\n' "$pid" "$(cat /proc/$pid/comm 2>/dev/null | tr ' ' _)" "$bytes"
+done
+"""
+
+
+def _write_snapshot(guest: Guest) -> tuple[int, dict[tuple[str, str], int]]:
+    lines = guest.ssh(_WRITE_SNAPSHOT, timeout=60).stdout.decode().splitlines()
+    processes = {}
+    for line in lines[1:]:
+        pid, name, written = line.split()
+        processes[(pid, name)] = int(written)
+    return int(lines[0]), processes
+
+
+def idle_writes(guest: Guest, seconds: float) -> dict:
+    """What the idle system writes to its root disk over ``seconds`` (nothing else is done to
+    the guest meanwhile): KiB in all and per minute, from the disk's own sector count, and the
+    processes that wrote, in KiB (write_bytes: their dirty pages, counted when dirtied)."""
+    sectors_before, before = _write_snapshot(guest)
+    time.sleep(seconds)
+    sectors_after, after = _write_snapshot(guest)
+    kib = (sectors_after - sectors_before) / 2
+    writers = {}
+    for key, written in after.items():
+        delta = written - before.get(key, 0)
+        if delta > 0:
+            writers[key[1]] = writers.get(key[1], 0) + delta / 1024
+    return {"seconds": round(seconds), "disk_kib": kib, "disk_kib_per_min": round(kib * 60 / seconds, 1),
+            "writers_kib": {name: round(v, 1) for name, v in sorted(writers.items(), key=lambda kv: -kv[1])}}
+
+
+def _result(done: subprocess.CompletedProcess, what: str) -> dict:
+    """The ``RESULT {json}`` line a guest script prints last."""
     out = done.stdout.decode(errors="replace")
     for line in reversed(out.splitlines()):
         if line.startswith("RESULT "):
             return json.loads(line[7:])
-    raise AssertionError(f"no result from the Wi-Fi test (exit {done.returncode}):\n{out[-3000:]}\n"
+    raise AssertionError(f"no result from {what} (exit {done.returncode}):\n{out[-3000:]}\n"
                          f"{done.stderr.decode(errors='replace')[-2000:]}")
+
+
+def run_wifi_test(guest: Guest, timeout: float = 420) -> dict:
+    """mac80211_hwsim in the guest: a client in its own netns joins the real hostapd."""
+    env = f"SSID={shlex.quote(TEST_SSID)} PASSPHRASE={shlex.quote(TEST_PASSPHRASE)}"
+    done = guest.ssh(f"{env} sh -s", stdin=GUEST_WIFI_SCRIPT.read_bytes(), timeout=timeout, check=False)
+    return _result(done, "the Wi-Fi test")
+
+
+def run_upstream_phase(guest: Guest, phase: str, timeout: float = 600) -> dict:
+    """One phase of the upstream Wi-Fi test in the guest (image/guest_upstream_wifi.py)."""
+    env = f"AP_SSID={shlex.quote(TEST_SSID)} AP_PASSPHRASE={shlex.quote(TEST_PASSPHRASE)}"
+    done = guest.ssh(f"{env} python3 - {shlex.quote(phase)}", stdin=GUEST_UPSTREAM_SCRIPT.read_bytes(),
+                     timeout=timeout, check=False)
+    return _result(done, f"the upstream Wi-Fi phase {phase!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("image", type=Path)
     parser.add_argument("--machine", choices=("virt", "raspi3b"), default="virt")
     parser.add_argument("--keep", action="store_true", help="leave the guest running, print how to reach it")
+    parser.add_argument("--idle-writes", type=float, metavar="SECONDS",
+                        help="once the system is up, let it idle this long and print what it wrote")
+    parser.add_argument("--settle", type=float, default=120, metavar="SECONDS",
+                        help="with --idle-writes: idle this long first (the boot's own writes settle)")
     args = parser.parse_args(argv)
     guest = Guest(args.image, args.machine)
     guest.prepare()
@@ -296,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"system {state} after {ready:.0f} s")
         log(f"units: {unit_states(guest, SERVICES)}; failed: {failed_units(guest)}")
         log(f"memory (MiB): {service_memory(guest)}")
+        if args.idle_writes:
+            time.sleep(args.settle)
+            log(f"idle writes: {json.dumps(idle_writes(guest, args.idle_writes))}")
         if args.keep:
             log(f"ssh -i {guest.key} -p {guest.ports[22]} root@127.0.0.1; web on port {guest.ports[80]}")
             guest.process.wait()

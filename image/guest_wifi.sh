@@ -74,12 +74,29 @@ stop_supplicant() {
     wait_for 10 sh -c "! kill -0 $(cat "$RUN/$1.pid") 2>/dev/null"
 }
 
+# udhcpc's own script hands DNS servers to resolvconf, which is resolvectl here (the appliance's
+# systemd-resolved, outside the namespace): this one writes the namespace's resolv.conf itself.
+UDHCPC_SCRIPT=/var/tmp/boottest-udhcpc.script  # /run is mounted noexec
+cat > "$UDHCPC_SCRIPT" <<'SCRIPT'
+#!/bin/sh
+case "$1" in
+bound|renew)
+    ip -4 addr flush dev "$interface"
+    ip -4 addr add "$ip/$mask" dev "$interface"
+    [ -z "$router" ] || ip -4 route replace default via "${router%% *}" dev "$interface"
+    : > /etc/resolv.conf
+    for server in $dns; do echo "nameserver $server" >> /etc/resolv.conf; done ;;
+deconfig)
+    ip link set "$interface" up
+    ip -4 addr flush dev "$interface" ;;
+esac
+SCRIPT
+chmod 755 "$UDHCPC_SCRIPT"
+
 join "$PASSPHRASE" good
 if wait_for 60 sh -c "[ \"\$(ip netns exec $NS wpa_cli -p $RUN/ctrl-good status 2>/dev/null | sed -n 's/^wpa_state=//p')\" = COMPLETED ]"; then
     ok_assoc=true
-    script=/etc/udhcpc/default.script
-    [ -x "$script" ] || script=/usr/share/udhcpc/default.script
-    if ip netns exec $NS udhcpc -i wlan1 -n -q -t 10 -T 3 -s "$script" >"$RUN/udhcpc.log" 2>&1; then
+    if ip netns exec $NS udhcpc -i wlan1 -n -q -t 10 -T 3 -s "$UDHCPC_SCRIPT" >"$RUN/udhcpc.log" 2>&1; then
         lease_ip=$(ip -n $NS -4 -o addr show dev wlan1 | awk '{print $4}' | cut -d/ -f1)
         [ -n "$lease_ip" ] && ok_lease=true
         # A lookup the moment the lease arrives may race dnsmasq's socket: retry for a while.

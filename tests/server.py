@@ -80,11 +80,12 @@ class RunningWeb:
 
 
 def start_web(tmp_path: Path, settings: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None,
-              timeout: float = 30.0, name: str = "web", port: int | None = 0) -> RunningWeb:
+              timeout: float = 30.0, name: str = "web", port: int | None = 0, keep_settings: bool = False) -> RunningWeb:
     """Start ``solargw web`` and wait until it answers HTTP; raise with its log if it does not.
 
     ``settings`` are TOML sections merged over the test defaults; ``port`` 0 means any free port,
-    None means no ``--bind`` (the settings file and the environment decide)."""
+    None means no ``--bind`` (the settings file and the environment decide); ``keep_settings``:
+    start on the settings file left by an earlier start, as it is now (broken, say)."""
     root = Path(tmp_path) / name
     root.mkdir(parents=True, exist_ok=True)
     data_dir = root / "data"
@@ -95,12 +96,13 @@ def start_web(tmp_path: Path, settings: Mapping[str, Any] | None = None, *, env:
         "admin": {"secret_key": "test-secret-key"},
     }
     settings_path = root / "solargw.toml"
-    settings_path.write_text(tomli_w.dumps(_merge(base, settings or {})))
+    if not keep_settings:
+        settings_path.write_text(tomli_w.dumps(_merge(base, settings or {})))
     log_path = root / "web.log"
     child_env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
     child_env.update(env or {})
     child_env["PYTHONUNBUFFERED"] = "1"
-    log_file = open(log_path, "wb")
+    log_file = open(log_path, "ab" if keep_settings else "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "appliance", "web", "--settings", str(settings_path)]
         + ([] if port is None else ["--bind", f"127.0.0.1:{port}"]),

@@ -1,15 +1,22 @@
-"""The Ansible playbook: lint, syntax, and idempotence on the image's own root file system."""
+"""The Ansible playbook: lint, syntax, the roles' shape, what their files render to, and
+idempotence on the image's own root file system."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
+
+from brokers import free_port, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
+ROLES = REPO / "ansible" / "roles"
 VENV_BIN = Path(sys.executable).parent
 ENV = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible/ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
            ANSIBLE_NOCOLOR="1", NO_COLOR="1")
@@ -28,15 +35,160 @@ def test_ansible_lint_passes_with_the_production_profile():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_every_role_package_list_is_installed_into_the_cached_base():
-    """image/build.py reads the roles' *_packages: a role's apt task then finds them installed."""
+def role_file(role: str, kind: str) -> dict:
+    path = ROLES / role / kind / "main.yml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def test_every_package_a_role_installs_is_in_the_cached_base():
+    """image/build.py reads the roles' *_packages (vars and defaults) into the base rootfs; in the
+    image build the roles' apt tasks are skipped, so a list it missed would be missing on the card."""
     sys.path.insert(0, str(REPO / "image"))
     import build
 
-    packages = build.role_packages()
+    packages = set(build.role_packages())
+    installed = []
+    for tasks in ROLES.glob("*/tasks/main.yml"):
+        for name in re.findall(r"name: \"\{\{ (\w+_packages) \}\}\"", tasks.read_text()):
+            role = tasks.parent.parent.name
+            listed = {**role_file(role, "defaults"), **role_file(role, "vars")}
+            assert name in listed, f"{role}: {name} is not in the role's vars or defaults"
+            assert set(listed[name]) <= packages, name
+            installed.append(name)
+    assert len(installed) >= 8, installed  # base, clock, network, ssh, solargw, mosquitto, access point, firstboot
     for expected in ("hostapd", "dnsmasq-base", "mosquitto", "python3-venv", "avahi-daemon",
                      "systemd-timesyncd", "fake-hwclock", "wpasupplicant"):
         assert expected in packages
+
+
+def test_roles_have_the_usual_shape():
+    """meta/main.yml everywhere; defaults (what a user may change) each documented by a comment;
+    no role variable in the playbook's group_vars, which would outrank the user's inventory."""
+    roles = sorted(p.name for p in ROLES.iterdir() if p.is_dir())
+    assert "solargw" in roles and "base" in roles
+    for role in roles:
+        meta = role_file(role, "meta")
+        assert meta["galaxy_info"]["description"] and "dependencies" in meta, role
+        defaults = ROLES / role / "defaults/main.yml"
+        if defaults.exists():
+            lines = defaults.read_text().splitlines()
+            for number, line in enumerate(lines):
+                if re.match(r"^\w+:", line):
+                    assert lines[number - 1].startswith("#"), f"{role} default undocumented: {line}"
+    services = {"web", "zigbee", "access_point", "firstboot"}
+    for role in services:
+        assert {"role": "solargw"} in role_file(role, "meta")["dependencies"], role
+    group_vars = yaml.safe_load((REPO / "ansible/group_vars/all.yml").read_text())
+    assert set(group_vars) == {"solargw_start_services", "solargw_image_build"}
+    base_tasks = (ROLES / "base/tasks/main.yml").read_text()
+    assert "wheelhouse" not in base_tasks and "networkd" not in base_tasks
+
+
+def render(tmp_path: Path, role: str, template: str, roles: tuple[str, ...] = (), **extra) -> str:
+    """``template`` of ``role`` rendered by Ansible with the roles' own defaults and vars
+    (and those of ``roles``), ``extra`` as extra vars (a user's overrides)."""
+    files = [ROLES / r / kind / "main.yml" for r in (*roles, role) for kind in ("defaults", "vars")]
+    out = tmp_path / f"{role}-{template}".removesuffix(".j2")
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "Render", "hosts": "localhost", "gather_facts": False,
+        "vars_files": [str(f) for f in files if f.exists()],
+        "tasks": [{"name": "Render", "ansible.builtin.template": {
+            "src": str(ROLES / role / "templates" / template), "dest": str(out), "mode": "0644"}}],
+    }]))
+    done = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           "-e", json.dumps(extra), str(playbook)],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out.read_text()
+
+
+# What Debian's /etc/mosquitto/mosquitto.conf says (trixie, as on the card), in a directory of
+# its own: the role's file goes in its include_dir and must win.
+DEBIAN_MOSQUITTO_CONF = """persistence true
+persistence_location {dir}/lib/
+log_dest file {dir}/log/mosquitto.log
+include_dir {dir}/conf.d
+"""
+
+
+def run_mosquitto_with(config: str) -> tuple[Path, str]:
+    """Debian's broker config plus ``config`` as conf.d/solargw.conf, on a free loopback port:
+    a retained message published, the broker stopped; its directory and its stderr."""
+    directory = Path(tempfile.mkdtemp(prefix="solargw-mosquitto-"))
+    for sub in ("lib", "log", "conf.d"):
+        (directory / sub).mkdir()
+    for path in (directory, *directory.iterdir()):
+        path.chmod(0o777)  # as root mosquitto drops to user mosquitto
+    port = free_port()
+    config = re.sub(r"^listener 1883$", f"listener {port} 127.0.0.1", config, flags=re.MULTILINE)
+    assert f"listener {port}" in config
+    (directory / "conf.d/solargw.conf").write_text(config)
+    (directory / "mosquitto.conf").write_text(DEBIAN_MOSQUITTO_CONF.format(dir=directory))
+    broker = subprocess.Popen(["mosquitto", "-c", str(directory / "mosquitto.conf")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: subprocess.run(["mosquitto_pub", "-p", str(port), "-t", "t/x", "-m", "1", "-r"],
+                                        capture_output=True, check=False).returncode == 0, 10, "mosquitto")
+    finally:
+        broker.terminate()  # a clean stop: with persistence on, the database is saved now
+        output = broker.communicate(timeout=10)[0]
+    return directory, output
+
+
+def test_mosquitto_writes_nothing_to_the_card(tmp_path):
+    """The role's broker config turns Debian's persistence and log file off (the appliance
+    republishes its retained messages itself); the broker logs to stderr, i.e. the journal."""
+    config = render(tmp_path, "mosquitto", "solargw.conf.j2")
+    assert re.search(r"^persistence false$", config, re.MULTILINE)
+    directory, output = run_mosquitto_with(config)
+    try:
+        assert list((directory / "lib").iterdir()) == [] and list((directory / "log").iterdir()) == []
+        assert "running" in output and "New client connected" in output
+    finally:
+        subprocess.run(["rm", "-rf", str(directory)], check=True)
+    # The role default turns it back on, with one save a day instead of Debian's every 30 minutes.
+    config = render(tmp_path, "mosquitto", "solargw.conf.j2", mosquitto_persistence=True)
+    assert re.search(r"^autosave_interval 86400$", config, re.MULTILINE)
+    directory, _output = run_mosquitto_with(config)
+    try:
+        assert [p.name for p in (directory / "lib").iterdir()] == ["mosquitto.db"]
+    finally:
+        subprocess.run(["rm", "-rf", str(directory)], check=True)
+
+
+def test_journal_stays_in_ram_bounded_and_rate_limited(tmp_path):
+    conf = render(tmp_path, "sdcard", "journald.conf.j2")
+    settings = dict(line.split("=", 1) for line in conf.splitlines() if "=" in line and not line.startswith("#"))
+    assert settings == {"Storage": "volatile", "RuntimeMaxUse": "32M", "RuntimeMaxFileSize": "4M",
+                        "RateLimitIntervalSec": "30s", "RateLimitBurst": "1000",
+                        "ForwardToSyslog": "no", "MaxLevelStore": "info"}
+    persistent = render(tmp_path, "sdcard", "journald.conf.j2", sdcard_journal_storage="persistent",
+                        sdcard_journal_max_use="64M")
+    assert "Storage=persistent\nSystemMaxUse=64M\n" in persistent and "Runtime" not in persistent
+
+
+def test_runtime_directory_is_shared_by_the_services(tmp_path):
+    """/run/solargw: created at boot by systemd-tmpfiles, before any service, for all of them."""
+    line = render(tmp_path, "solargw", "tmpfiles.conf.j2").splitlines()[-1]
+    assert line.split() == ["d", "/run/solargw", "2770", "root", "solargw", "-"]
+    units = {role: render(tmp_path, role, template, roles=("solargw",))
+             for role, template in (("web", "solargw-web.service.j2"), ("zigbee", "solargw-zigbee.service.j2"),
+                                    ("access_point", "solargw-net.service.j2"),
+                                    ("access_point", "hostapd-solargw.conf.j2"))}
+    for role, unit in units.items():
+        # A RuntimeDirectory=solargw would chown and chmod the shared directory to one unit's liking.
+        assert "RuntimeDirectory=" not in unit, role
+        if "ProtectSystem=strict" in unit:
+            paths = re.search(r"^ReadWritePaths=(.*)$", unit, re.MULTILINE).group(1).split()
+            assert "/run/solargw" in paths, role
+
+
+def test_root_file_system_mount_options():
+    sys.path.insert(0, str(REPO / "image"))
+    import build
+
+    assert build.ROOT_MOUNT_OPTIONS.split(",") == ["noatime", "commit=600", "errors=remount-ro"]
 
 
 def test_wheelhouse_bundle_is_reproducible(tmp_path):
@@ -101,7 +253,7 @@ def test_the_playbook_repairs_a_database_only_root_could_write(image_rootfs):
         group = (image_rootfs / "etc/group").read_text()
         gid = int(re.search(r"^solargw:x:(\d+):", group, re.MULTILINE).group(1))
         assert (database.stat().st_mode & 0o777, database.stat().st_gid) == (0o660, gid)
-        assert changed == ["TASK [base : Let every service (group solargw) write the shared database]"]
+        assert changed == ["TASK [solargw : Let every service (group solargw) write the shared database]"]
     finally:
         database.unlink()
 

@@ -1,6 +1,7 @@
 """First boot on a file tree in a temp dir: the boot file is applied, secrets leave it, reruns change nothing."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -112,6 +113,25 @@ def test_applies_every_setting_and_removes_the_secrets(system):
     assert "applied on" in scrubbed
     assert all(not values for values in tomllib.loads(scrubbed).values())
     assert 'ssid = "SunnyRoof"' in scrubbed  # kept as a comment, for the owner to read
+
+
+def test_what_was_applied_is_synced_before_the_boot_file_loses_its_secrets(system, monkeypatch):
+    """The image's root file system commits its journal every 10 minutes (commit=600): without a
+    sync, a power cut after the boot file was scrubbed could lose the settings and keys with it."""
+    root, boot = system
+    boot_file = write_boot_file(boot, FULL)
+    seen_at_sync = []
+    real_sync = os.sync
+
+    def sync():
+        seen_at_sync.append(("settings" if (root / "etc/solargw/solargw.toml").exists() else None,
+                             "s3cret-admin" in boot_file.read_text()))
+        real_sync()
+
+    monkeypatch.setattr(os, "sync", sync)
+    FirstBoot(boot, root=root).run()
+    assert seen_at_sync == [("settings", True)]  # once: everything applied, the secrets still there
+    assert "s3cret-admin" not in boot_file.read_text()
 
 
 def test_second_run_changes_nothing(system):

@@ -152,6 +152,13 @@ def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 60))
 
 
+def latest_is_last_sent(store: Store, gateway: SimulatedGateway) -> bool:
+    """The store thread has recorded each inverter's last line (its counter is counted first)."""
+    latest = store.latest()
+    return all(str(serial) in latest and latest[str(serial)].frame_hex == frame.hex()
+               for serial, frame in gateway.stats.sent.items())
+
+
 def assert_matches_sent(store: Store, gateway: SimulatedGateway) -> None:
     latest = store.latest()
     for serial, frame in gateway.stats.sent.items():
@@ -172,7 +179,8 @@ def test_a_simulated_gateway_reports_its_inverters_and_is_answered(tmp_path):
             await h.until(lambda: gateway.stats.reports_sent >= 6, what="three rounds")
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            await h.until(lambda: h.listener.counts["reports"] == gateway.stats.reports_sent, what="all stored")
+            await h.until(lambda: h.listener.counts["reports"] == gateway.stats.reports_sent, what="all counted")
+            await h.until(lambda: latest_is_last_sent(h.store, gateway), what="the last lines stored")
             assert_matches_sent(h.store, gateway)
             info = {i.serial: i for i in h.store.inverters()}
             assert set(info) == {"100036587", "120069930"} and info["100036587"].family == "enecsys"

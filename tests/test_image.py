@@ -289,6 +289,112 @@ def test_virt_access_point_can_be_switched_off(virt):
     assert _until_in_guest(virt, DNSMASQ_RUNNING), "dnsmasq did not come back"
 
 
+# -- the upstream Wi-Fi: AP + station on one radio (image/guest_upstream_wifi.py) -------------
+
+@pytest.fixture(scope="module")
+def upstream(virt):
+    """hwsim radios with one channel each: the appliance's, a home router's (namespace "home"),
+    an inverter's (namespace "inverter") on the appliance's access point. The phases' figures go
+    to build/boottest-virt.json under "upstream_wifi"."""
+    figures: dict = {}
+    virt.figures["upstream_wifi"] = figures
+    setup = boottest.run_upstream_phase(virt, "setup")
+    figures["combinations"] = setup.get("combinations")
+    yield setup, figures
+    cleanup = boottest.run_upstream_phase(virt, "cleanup")
+    figures["station_removed_when_off"] = cleanup.get("station_removed")
+    save_figures("virt", virt.figures)
+
+
+def test_virt_upstream_wifi_radio_has_one_channel_and_the_inverter_joins(upstream):
+    setup, _ = upstream
+    assert "error" not in setup, setup
+    assert "#channels <= 1" in setup["combinations"], setup["combinations"]
+    assert setup["access_point_freq"] == 2437, setup  # [access_point] channel 6 before any upstream
+    assert setup["inverter_associated"] and setup["inverter_ip"].startswith("10.42.0."), setup
+
+
+def test_virt_upstream_wifi_joins_the_home_network(virt, upstream):
+    """The station gets a home lease, DNS and a default route; the access point moved to the home
+    network's channel 1 and the inverter with it; the web UI and mDNS answer the home side; the
+    inverters' subnet and the home network cannot reach each other through the appliance."""
+    _, figures = upstream
+    result = boottest.run_upstream_phase(virt, "join")
+    figures["time_to_join_s"] = result.get("join_s")
+    assert "error" not in result, result
+    assert result["station_ip"] and result["station_ip"].startswith("192.168.77."), result
+    assert result["station_freq"] == result["access_point_freq"] == 2412, result
+    assert result["upstream_status"]["state"] == "connected", result["upstream_status"]
+    assert result["upstream_status"]["channel"] == result["upstream_status"]["access_point_channel"] == 1
+    assert result["default_route"].startswith("default via 192.168.77.1"), result
+    assert result["dns_answer"] == "192.168.77.1", result  # a name only the home router's DNS knows
+    assert result["inverter_after_move"] == "2412", result
+    assert result["inverter_posted"], result
+    assert result["home_web_status"] == 200 and result["home_web_has_login"], result
+    assert result["home_mdns"] == result["station_ip"], result
+    assert result["appliance_reaches_inverter"] and result["appliance_reaches_home"], result  # controls
+    assert not result["home_reaches_inverter"] and not result["inverter_reaches_home"], result
+    data = requests.get(f"http://127.0.0.1:{virt.ports[80]}/data.json", timeout=30).text
+    assert result["serial"] in data
+
+
+def test_virt_upstream_wifi_follows_the_home_network_s_channel_change(virt, upstream):
+    _, figures = upstream
+    result = boottest.run_upstream_phase(virt, "channel")
+    figures["time_to_follow_channel_change_s"] = result.get("follow_s")
+    figures["inverter_on_new_channel_after_s"] = result.get("inverter_follow_s")
+    assert "error" not in result, result
+    assert result["before"] == {"station": 2412, "access_point": 2412}, result
+    assert result["home_freq"] == 2462, result
+    assert result["follow_s"] is not None and result["follow_s"] <= 60, result
+    assert result["after"] == {"station": 2462, "access_point": 2462}, result
+    assert result["inverter_freq"] == "2462" and result["inverter_follow_s"] is not None, result
+    assert result["inverter_posted"], result
+    assert result["upstream_status"]["channel_moves"] >= 2, result["upstream_status"]
+
+
+def _status_page(virt) -> str:
+    """The status page as the owner sees it, logged in."""
+    session = requests.Session()
+    base = f"http://127.0.0.1:{virt.ports[80]}"
+    login = session.get(f"{base}/login", timeout=30)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login.text).group(1)
+    session.post(f"{base}/login", data={"csrf_token": token, "password": boottest.TEST_ADMIN_PASSWORD},
+                 timeout=30)
+    page = session.get(f"{base}/status", timeout=30)
+    assert page.status_code == 200, page.status_code
+    return page.text
+
+
+def test_virt_upstream_wifi_wrong_passphrase_is_shown_not_a_restart_loop(virt, upstream):
+    _, figures = upstream
+    result = boottest.run_upstream_phase(virt, "wrong")
+    figures["wrong_passphrase_shown_after_s"] = result.get("shown_s")
+    assert "error" not in result, result
+    assert "wrong passphrase" in result["upstream_status"]["problem"], result
+    assert result["still_shown"] and result["service_untouched"], result
+    assert result["hostapd"] == "active" and result["inverter_state"] == "COMPLETED", result
+    assert result["inverter_posted"], result
+    assert "wrong passphrase: the home network refused the key" in _status_page(virt)
+
+
+def test_virt_upstream_wifi_home_network_absent_at_start(virt, upstream):
+    """Home router gone, the appliance's services started again as at boot: the access point
+    serves the inverters, the station keeps looking and says so; the router comes back on
+    channel 11: the station joins and the access point follows."""
+    _, figures = upstream
+    result = boottest.run_upstream_phase(virt, "absent")
+    figures["inverter_back_after_restart_s"] = result.get("inverter_back_s")
+    figures["time_to_rejoin_s"] = result.get("rejoin_s")
+    assert "error" not in result, result
+    assert result["hostapd"] == "active" and result["access_point_freq"] == 2437, result
+    assert result["inverter_back_s"] is not None and result["inverter_posted"], result
+    assert result["not_found"] and result["still_looking"]["state"] == "home network not found", result
+    assert result["failed_units"] == [] and result["service_untouched"], result
+    assert result["rejoin_s"] is not None, result
+    assert result["upstream_status"]["state"] == "connected", result
+
+
 def test_virt_wifi_firmware_for_every_model(virt):
     # Pi 3 B and Zero 2 W: BCM43430; Pi 3 B+/3 A+/4/400/CM4: BCM43455; each board has its NVRAM file.
     # test -s follows the symbolic links Debian ships for some of them: the target must be there.
@@ -298,3 +404,84 @@ def test_virt_wifi_firmware_for_every_model(virt):
     script = "; ".join(f"test -s '/usr/lib/firmware/brcm/{name}' || echo '{name}'" for name in names)
     missing = virt.ssh(script).stdout.decode().split()
     assert missing == [], f"Wi-Fi firmware missing: {missing}"
+
+
+# -- the SD card's write budget: what the system itself writes (after the tests above, so the
+# Wi-Fi test's hostapd has run and every service has had its chance to write) ---------------
+
+def test_virt_root_mount_spares_the_card(virt):
+    options = virt.ssh("findmnt -n -o OPTIONS /").stdout.decode().strip().split(",")
+    assert "noatime" in options and "commit=600" in options, options
+    assert virt.ssh("findmnt -n -o FSTYPE /tmp").stdout.decode().strip() == "tmpfs"
+
+
+def test_virt_first_boot_keeps_the_playbooks_unit_choices(virt):
+    """The card's first boot is not systemd's "first boot", whose preset-all would enable every
+    unit the playbook left disabled: apt's timers stay off (no daily list downloads to the card),
+    hostapd starts only when its Wi-Fi device appears."""
+    states = virt.ssh("systemctl is-enabled apt-daily.timer apt-daily-upgrade.timer", check=False)
+    assert states.stdout.decode().split() == ["disabled", "disabled"]
+    wanted = virt.ssh("ls /etc/systemd/system/multi-user.target.wants/").stdout.decode().split()
+    assert "hostapd.service" not in wanted and "solargw-web.service" in wanted, wanted
+    first_boot = virt.ssh("journalctl -b -o cat | grep -c 'Detected first boot'", check=False)
+    assert first_boot.stdout.decode().strip() == "0"
+
+
+def test_virt_logs_stay_in_ram(virt):
+    """The journal is in /run, no syslog daemon is installed, and no log under /var/log grew
+    since boot (mosquitto's own log file included: its log goes to the journal). Login
+    accounting (wtmp: a record per boot, shutdown and login) is not a log that grows by itself."""
+    journal = virt.ssh("journalctl --header | sed -n 's/^ *File path: //p'").stdout.decode().split()
+    assert journal and all(path.startswith("/run/log/journal/") for path in journal), journal
+    installed = virt.ssh("dpkg-query -W -f '${db:Status-Abbrev} ${Package}\\n'").stdout.decode()
+    syslogs = {"rsyslog", "syslog-ng", "busybox-syslogd", "inetutils-syslogd", "logrotate"}
+    assert {line.split()[-1] for line in installed.splitlines() if line.startswith("ii")} & syslogs == set()
+    grown = virt.ssh("find /var/log -type f -size +0 -newermt @$(awk '/^btime/{print $2}' /proc/stat) "
+                     "! -name wtmp ! -name btmp ! -name lastlog")
+    assert grown.stdout.decode().split() == []
+
+
+# journald's "Suppressed N messages from <unit>" (SD_MESSAGE_JOURNAL_DROPPED).
+JOURNAL_DROPPED = "MESSAGE_ID=a596d6fe7bfa4994828e72309e95d61e"
+
+
+def test_virt_journal_rate_limits_a_flooding_service(virt):
+    """10,000 lines at once from one service: journald keeps its burst (1000 per 30 s, doubled
+    for the free space it has) and, at the service's first line after the interval, says how many
+    it dropped. journald's settings are the appliance's, not Debian's syslog forwarding."""
+    config = virt.ssh("systemd-analyze cat-config systemd/journald.conf").stdout.decode()
+    assert re.findall(r"^ForwardToSyslog=(\w+)", config, re.MULTILINE)[-1] == "no", config
+    virt.ssh("systemd-run --unit=solargw-flood-test --wait --quiet sh -c "
+             "'seq 10000 | sed s/^/flood-line-/; sleep 35; echo after-the-interval'", timeout=300)
+    kept = virt.ssh("journalctl -b -o cat -u solargw-flood-test | grep -c flood-line-", check=False)
+    assert 500 < int(kept.stdout.decode()) < 3000, kept.stdout
+    dropped = virt.ssh(f"journalctl -b -o cat {JOURNAL_DROPPED}").stdout.decode()
+    assert re.search(r"Suppressed \d+ messages from solargw-flood-test\.service", dropped), dropped
+
+
+def test_virt_mosquitto_keeps_nothing_on_the_card(virt):
+    """Debian's mosquitto saves its whole database at every stop and every 30 minutes;
+    the appliance's runs with persistence off."""
+    virt.ssh("systemctl restart mosquitto.service")
+    assert virt.ssh("ls -A /var/lib/mosquitto").stdout.decode().split() == []
+    assert virt.ssh("systemctl is-active mosquitto.service", check=False).stdout.decode().strip() == "active"
+    log = virt.ssh("journalctl -b -o cat -u mosquitto.service").stdout.decode()
+    assert re.search(r"mosquitto version \S+ running", log), log[-2000:]
+
+
+def test_virt_run_dir_is_shared_by_every_service(virt):
+    """/run/solargw (tmpfs) is group solargw, set-group-ID, and each service can write to it from
+    inside its own sandbox, as its own user, whatever order they started in."""
+    assert virt.ssh("stat -c '%U %G %a' /run/solargw").stdout.decode().strip() == "root solargw 2770"
+    for unit in ("solargw-web", "solargw-zigbee", "solargw-net"):
+        pid = virt.ssh(f"systemctl show -p MainPID --value {unit}.service").stdout.decode().strip()
+        user = virt.ssh(f"stat -c %U /proc/{pid}").stdout.decode().strip()
+        enter = f"nsenter -t {pid} -m -S $(id -u {user}) -G $(id -g {user}) --"
+        probe = f"/run/solargw/.probe-{unit}"
+        virt.ssh(f"{enter} sh -c 'echo ok > {probe}'")
+        assert virt.ssh(f"stat -c '%G %s' {probe} && rm {probe}").stdout.decode().split() == ["solargw", "3"]
+        if unit == "solargw-zigbee":
+            # The same way in, the settings directory user solargw owns but the Zigbee service may
+            # not write (not among its ReadWritePaths) is refused: the probes went through the sandbox.
+            refused = virt.ssh(f"{enter} sh -c 'echo no > /etc/solargw/.probe'", check=False)
+            assert refused.returncode != 0 and b"Read-only file system" in refused.stderr, refused

@@ -285,12 +285,15 @@ def test_without_upstream_other_names_fail_fast(net):
 
 @pytest.mark.parametrize("bad, error", [
     ('dhcp_start = "10.43.0.5"', "dhcp_start: 10.43.0.5 is outside the access point subnet 10.42.0.0/24"),
-    ("this is not toml", "not valid TOML"),
+    ("this is not toml", "Expected '=' after a key"),
+    (b'[access_point]\nssid = "caf\xe9"\n', "not UTF-8 text"),
 ])
 def test_bad_setting_keeps_the_old_configuration(net, bad, error):
     pid = net.status()["dnsmasq"]["pid"]
-    text = net.good_settings.replace('dhcp_start = "10.42.0.100"', bad) if "dhcp" in bad else bad
-    net.settings.write_text(text)
+    if isinstance(bad, bytes):
+        net.settings.write_bytes(bad)
+    else:
+        net.settings.write_text(net.good_settings.replace('dhcp_start = "10.42.0.100"', bad) if "dhcp" in bad else bad)
     try:
         status = wait_for(lambda: error in (net.status() or {}).get("config_error", ""), 15,
                           f"the error {error!r} in the status")
@@ -425,6 +428,62 @@ def test_disabled_access_point_serves_nothing_until_enabled_again(net):
     wait_for(lambda: (net.status() or {}).get("state") == "running", 15, "the access point back")
     wait_for(lambda: net.query("www.nepviewer.net")["addresses"] == [AP_IP], 10, "DNS back")
     assert "the access point is disabled" in (net.tmp / "service.log").read_text()
+
+
+@pytest.mark.parametrize("broken, error", [
+    (b'[access_point]\nssid = "caf\xe9"\n', "not UTF-8 text"),
+    (b"[access_point\ninterface = 'ap0'\n", "Expected ']' at the end of a table declaration"),
+], ids=["not-utf8", "not-toml"])
+def test_a_restart_on_a_broken_file_serves_the_last_good_settings(net, broken, error):
+    """Issue 14: a corrupt file at start must not crash-loop the service (the access point would go
+    down with it): it runs on the last good settings, says why once, and takes the fixed file."""
+    net.service.send_signal(signal.SIGTERM)
+    assert net.service.wait(15) == 0
+    net.settings.write_bytes(broken)
+    log = net.tmp / f"service-restarted-{len(error)}.log"
+    net.service = net.spawn(net.app, SOLARGW, "-v", "net", "run", "--settings", str(net.settings),
+                            "--run-dir", str(net.tmp / "run"), "--resolv-conf", str(net.resolv),
+                            log=log.name)
+    try:
+        status = wait_for(lambda: (lambda s: s if s and s["dnsmasq"]["running"] and error in s["config_error"]
+                                   else None)(net.status()), 20, "dnsmasq running on the last good settings")
+        assert status["dhcp_range"] == ["10.42.0.100", "10.42.0.120"] and status["interface"] == "ap0"
+        assert "running on the last good copy until the file is fixed" in status["config_error"]
+        wait_for(lambda: net.query("www.nepviewer.net")["addresses"] == [AP_IP], 10, "DNS answers")
+        assert net.service.poll() is None
+    finally:
+        net.settings.write_text(net.good_settings)
+    wait_for(lambda: (net.status() or {}).get("config_error") == "", 15, "the fixed file taken")
+    text = log.read_text()
+    assert "Traceback" not in text and len([line for line in text.splitlines() if error in line]) == 1, text
+
+
+DEAF_ONCE = """#!/bin/sh
+# dnsmasq that, the first time it serves, runs without opening its sockets: what a missed
+# address event left behind in the booted image (a lease, but no DNS socket on the address).
+[ "$1" = --test ] && exec dnsmasq "$@"
+[ -e "$0.ran" ] && exec dnsmasq "$@"
+: > "$0.ran"
+exec sleep 600
+"""
+
+
+def test_dnsmasq_without_a_socket_on_the_address_is_restarted(net):
+    net.service.send_signal(signal.SIGTERM)
+    assert net.service.wait(15) == 0
+    deaf = net.tmp / "deaf-dnsmasq"
+    deaf.write_text(DEAF_ONCE)
+    deaf.chmod(0o755)
+    net.service = net.spawn(net.app, SOLARGW, "-v", "net", "run", "--settings", str(net.settings),
+                            "--run-dir", str(net.tmp / "run"), "--resolv-conf", str(net.resolv),
+                            "--dnsmasq", str(deaf), log="service-deaf.log")
+    wait_for(lambda: Path(f"{deaf}.ran").exists(), 15, "the deaf dnsmasq to start")
+    assert net.query("www.nepviewer.net").get("addresses") != [AP_IP]  # deaf: no answer
+    status = wait_for(lambda: (lambda d: d if d["running"] and d["restarts"] >= 1 else None)(
+        net.status()["dnsmasq"]), 30, "the service to restart the deaf dnsmasq")
+    assert status["error"] == ""
+    wait_for(lambda: net.query("www.nepviewer.net")["addresses"] == [AP_IP], 10, "DNS answers")
+    assert "dnsmasq has no DNS socket on 10.42.0.1:53" in (net.tmp / "service-deaf.log").read_text()
 
 
 def test_sigterm_stops_dnsmasq_and_the_service(net):

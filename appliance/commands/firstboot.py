@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot write {exc.filename}: permission denied (run as root)") from None
     except OSError as exc:
         raise CommandError(f"{exc.filename or args.root}: {exc.strerror or exc}") from None
+    for line in result.repaired:
+        print(f"repaired: {line}")
     for line in result.applied:
         print(f"applied: {line}")
     for line in result.generated:

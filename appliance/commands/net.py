@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from appliance import settings as settings_module
-from appliance.cli import CommandError, load_settings
+from appliance.atomic import write_atomic
+from appliance.cli import CommandError, load_service_settings
+from appliance.net import clients
 from appliance.net.addressing import NetConfigError
 from appliance.net.plan import CONFIGS, RUN_DIR, RuntimePaths, render_config, with_interface
 from appliance.net.resolvers import RESOLV_CONF
@@ -57,8 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     enabled_parser = actions.add_parser(
         "enabled", help="exit 0 if the access point is enabled in the settings, 1 if not",
         description="For systemd's ExecCondition= (the hostapd unit): exit 0 when [access_point] enabled "
-        "is true, 1 when it is false; a settings file that does not load fails (255) rather than "
-        "answering no.")
+        "is true, 1 when it is false; a broken settings file is answered from the last good settings "
+        "(the problem on stderr), so the access point stays up.")
     enabled_parser.add_argument("--settings", type=Path, default=None,
                                 help="settings file (default: $SOLARGW_SETTINGS or /etc/solargw/solargw.toml)")
     enabled_parser.set_defaults(func=run_enabled)
@@ -69,7 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace) -> settings_module.Settings:
-    return with_interface(load_settings(args.settings), args.interface)
+    """The settings to render from: a broken file gives the last good settings (the problem in one
+    line on stderr), so hostapd and the access point come up with what the inverters know."""
+    return with_interface(load_service_settings(args.settings).settings, args.interface)
 
 
 def _paths(args: argparse.Namespace) -> RuntimePaths:
@@ -87,19 +90,13 @@ def run_render(args: argparse.Namespace) -> int:
         return 0
     try:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.output.with_name(args.output.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, args.output)
+        write_atomic(args.output, text, 0o600)
     except OSError as exc:
         raise CommandError(f"cannot write {args.output}: {exc.strerror}") from None
     return 0
 
 
 def run_clients(args: argparse.Namespace) -> int:
-    from appliance.net import clients  # pyroute2: only this command needs it at start
-
     settings = _settings(args)
     leases = _paths(args).leases_for(settings)
     try:
@@ -111,11 +108,7 @@ def run_clients(args: argparse.Namespace) -> int:
 
 
 def run_enabled(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_module.load_valid(args.settings)
-    except settings_module.SettingsError as exc:
-        print(f"solargw net enabled: {exc}", file=sys.stderr)
-        return 255  # systemd: a failed condition command, not a false condition
+    settings = load_service_settings(args.settings).settings
     if settings.access_point.enabled:
         return 0
     print("the access point is disabled ([access_point] enabled = false)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from appliance.cli import CommandError, load_settings
+from appliance.cli import CommandError, load_service_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
     from appliance.runtime import ServiceError
     from appliance.web.server import serve
 
+    loaded = load_service_settings(args.settings)  # a broken file: the last good settings, said on /status
     try:
-        return serve(load_settings(args.settings), args.bind)
+        return serve(loaded.settings, args.bind, settings_error=loaded.problem)
     except ServiceError as exc:
         raise CommandError(str(exc)) from None

@@ -21,12 +21,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
+import struct
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from appliance.net.addressing import AccessPointPlan, IPAddress
+from appliance.net.child import Child
 from appliance.protocols import enecsys_gateway
 
 log = logging.getLogger(__name__)
@@ -112,72 +115,34 @@ def validate(conf: Path, binary: str = "dnsmasq") -> None:
         raise DnsmasqConfigError(message[-1] if message else f"dnsmasq --test exit {result.returncode}")
 
 
-class DnsmasqProcess:
-    """dnsmasq in the foreground as our child, in its own process group (a terminal's Ctrl-C
-    reaches only us; we forward the stop). Its log lines come back through a pipe."""
+class DnsmasqProcess(Child):
+    """dnsmasq in the foreground as our child; its log lines (``log-facility=-``) come back
+    through the pipe."""
 
     def __init__(self, conf: Path, binary: str = "dnsmasq") -> None:
+        super().__init__("dnsmasq", [binary, "--keep-in-foreground", f"--conf-file={conf}"])
         self.conf = conf
         self.binary = binary
-        self.process: subprocess.Popen[bytes] | None = None
-        self.started_at = 0.0
-        self._partial = b""
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--keep-in-foreground", f"--conf-file={self.conf}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            process_group=0,
-        )
-        os.set_blocking(self.process.stderr.fileno(), False)
-        self.started_at = time.monotonic()
-        self._partial = b""
-        log.info("dnsmasq started (pid %d)", self.process.pid)
-
-    def log_fd(self) -> int | None:
-        if self.process and self.process.stderr and not self.process.stderr.closed:
-            return self.process.stderr.fileno()
-        return None
-
-    def read_log(self) -> list[str]:
-        """Complete log lines dnsmasq wrote since the last call (never blocks)."""
-        if self.log_fd() is None:
-            return []
-        try:
-            chunk = os.read(self.log_fd(), 65536)
-        except BlockingIOError:
-            return []
-        if not chunk:  # end of file: dnsmasq exited (or closed its stderr); stop watching
-            chunk, self._partial = self._partial + b"\n", b""
-            self.process.stderr.close()
-        data = self._partial + chunk
-        *lines, self._partial = data.split(b"\n")
-        return [line.decode(errors="replace").strip() for line in lines if line.strip()]
-
-    def exited(self) -> int | None:
-        """The exit status once it has died (unexpectedly or not), else None."""
-        return self.process.poll() if self.process else None
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``; reaps the child."""
-        if not self.process:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("dnsmasq ignored SIGTERM; killing it")
-                self.process.kill()
-                self.process.wait()
-        for line in self.read_log():
+    def stop(self, timeout: float = 5.0) -> list[str]:
+        last = super().stop(timeout)
+        for line in last:
             log.info("dnsmasq: %s", line)
-        self.process.stderr.close()
-        self.process = None
+        return last
+
+
+def listening(address: IPAddress, port: int = 53, table: Path = Path("/proc/net/udp")) -> bool:
+    """Whether a UDP socket of this network namespace is bound to ``address:port``.
+
+    The kernel prints each IPv4 socket's address as one 32-bit number in the host's byte order
+    (``01002A0A:0035`` for 10.42.0.1:53 on a little-endian Pi), hence the native ``=I``.
+    """
+    wanted = f"{struct.unpack('=I', socket.inet_aton(str(address)))[0]:08X}:{port:04X}"
+    try:
+        rows = table.read_text().splitlines()[1:]
+    except OSError:
+        return True  # cannot tell: never restart on a guess
+    return any(row.split()[1] == wanted for row in rows if len(row.split()) > 1)
 
 
 def reap_stale(pid_file: Path, conf: Path) -> None:

@@ -71,3 +71,16 @@ def other_interfaces(exclude: str) -> list[str]:
     with IPRoute() as ipr:
         names = [link.get("ifname") for link in ipr.link("dump")]
     return sorted(name for name in names if name and name not in ("lo", exclude))
+
+
+def ipv4_addresses(ifname: str) -> list[str]:
+    """The IPv4 addresses (with prefix length) on ``ifname``; empty when it has none or is gone."""
+    try:
+        with IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=ifname)
+            if not found:
+                return []
+            return [f"{msg.get('address')}/{msg['prefixlen']}"
+                    for msg in ipr.addr("dump", index=found[0], family=socket.AF_INET)]
+    except (NetlinkError, OSError):
+        return []

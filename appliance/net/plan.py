@@ -79,9 +79,11 @@ CONFIGS = ("hostapd", "dnsmasq", "nftables", "wpa_supplicant")
 
 def render_config(config: str, settings: Settings, paths: RuntimePaths) -> str:
     """One daemon's configuration text (``CONFIGS``); raises ``NetConfigError`` naming the bad setting."""
-    if config == "hostapd":
-        return hostapd.render(settings.access_point)
+    if config == "hostapd":  # on the channel the upstream Wi-Fi holds the radio on, if it does
+        from appliance.net import upstream  # here: every command imports this module, few need netlink
+
+        return hostapd.render(settings.access_point, channel=upstream.held_channel(settings))
     if config == "wpa_supplicant":
-        return wpa.render(settings)
+        return wpa.render(settings, paths.run_dir / "wpa_supplicant")
     plan = build(settings, paths)
     return plan.dnsmasq_conf if config == "dnsmasq" else plan.ruleset

@@ -12,6 +12,8 @@ output, or every second. Then:
   anything changes; if any step refuses, the old configuration keeps serving and the error is
   logged once and reported in the status.
 - dnsmasq died: restart it after a backoff (0.5 s doubling to 30 s; reset once it ran 30 s).
+- ``[upstream_wifi]``: the station interface, its wpa_supplicant child and the channel follower
+  (``upstream.UpstreamWifi``: applied with the settings, ticked with the loop).
 Status (dnsmasq state, leases and stations, last error) goes to the store as ``net``, when it
 changed or once a minute (:class:`appliance.runtime.StatusReporter`).
 """
@@ -26,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from appliance import settings as settings_module
-from appliance.net import clients, dnsmasq, firewall, wpa
+from appliance.net import clients, dnsmasq, firewall
 from appliance.net.addressing import NetConfigError
 from appliance.net.interface import InterfaceError, ensure_address
 from appliance.net.plan import NetPlan, RuntimePaths, build, with_interface
+from appliance.net.upstream import UpstreamWifi
 from appliance.runtime import ServiceError, SettingsFollower, StatusReporter
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,10 @@ REFRESH_SECONDS = 5.0
 STATUS_HEARTBEAT_SECONDS = 60.0
 FIREWALL_CHECK_SECONDS = 15.0
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_SECONDS = 0.5, 30.0, 30.0
+BIND_GRACE_SECONDS = 5.0
+"""How long dnsmasq may run with the access point's address present but no DNS socket on it.
+``bind-dynamic`` should open it on the address's netlink event; in the booted image that event was
+once missed while hostapd reset the interface, and the inverters got leases but no DNS answer."""
 
 _CONFIG_ERRORS = (settings_module.SettingsError, NetConfigError, dnsmasq.DnsmasqConfigError,
                   firewall.FirewallError, OSError)
@@ -52,10 +59,12 @@ class NetService:
         *,
         interface: str | None = None,
         dnsmasq_binary: str = "dnsmasq",
+        wpa_supplicant_binary: str = "wpa_supplicant",
         nft_binary: str = "nft",
         use_firewall: bool = True,
     ) -> None:
-        """Loads and validates the settings (``SettingsError`` when they are bad)."""
+        """Loads and validates the settings; a bad file gives the last good settings (the
+        problem in ``config_error``, logged once)."""
         self.settings_path = settings_path
         self.paths = paths
         self.interface_override = interface
@@ -63,7 +72,8 @@ class NetService:
         self.nft_binary = nft_binary
         self.use_firewall = use_firewall
         self.child = dnsmasq.DnsmasqProcess(paths.dnsmasq_conf, dnsmasq_binary)
-        self.follower = SettingsFollower(settings_path, adjust=lambda s: with_interface(s, interface))
+        self.upstream = UpstreamWifi(paths.run_dir, wpa_supplicant_binary)
+        self.follower = SettingsFollower(settings_path, adjust=lambda s: with_interface(s, interface), recover=True)
         self.reporter = StatusReporter("net", self._status_store, heartbeat=STATUS_HEARTBEAT_SECONDS)
         self._store: Any = None
         self._store_dir: Path | None = None
@@ -72,7 +82,6 @@ class NetService:
         self.config_error = ""
         self.plan_error = ""
         self.interface_error = ""
-        self.upstream_wifi_error = ""
         self.firewall_state = "not applied"
         self.dnsmasq_error = ""
         self.restarts = 0
@@ -83,6 +92,7 @@ class NetService:
         self._stop_signal: int | None = None
         self._next_refresh = 0.0
         self._next_firewall_check = 0.0
+        self._unbound_since: float | None = None
         self._status_checked = 0.0
         self._last_log_line = ""
         self._dirty = True
@@ -121,7 +131,8 @@ class NetService:
         try:
             while self._stop_signal is None:
                 self._tick()
-                watched = [wake_fd] + ([self.child.log_fd()] if self.child.log_fd() is not None else [])
+                watched = [wake_fd] + [fd for fd in (self.child.log_fd(), self.upstream.log_fd())
+                                       if fd is not None]
                 try:
                     select.select(watched, [], [], self._timeout())
                 except InterruptedError:
@@ -148,6 +159,8 @@ class NetService:
             self._next_refresh = now + REFRESH_SECONDS
             self.reconfigure()
         self._watch_child(now)
+        self._watch_dns_socket(now)
+        self._dirty |= self.upstream.tick(now)
         if self.use_firewall and self.current and now >= self._next_firewall_check:
             self._next_firewall_check = now + FIREWALL_CHECK_SECONDS
             if not firewall.present(self.nft_binary):
@@ -180,24 +193,7 @@ class NetService:
         if plan_error:
             return
         self._ensure_address(self.current)
-        self._ensure_upstream_wifi(settings)
-
-    def _ensure_upstream_wifi(self, settings: settings_module.Settings) -> None:
-        """The upstream client's virtual interface, so ``wpa_supplicant@<it>`` can start."""
-        up = settings.upstream_wifi
-        if not up.enabled:
-            self.upstream_wifi_error = ""
-            return
-        try:
-            if wpa.ensure_station_interface(settings.access_point.interface, up.interface):
-                log.info("added Wi-Fi client interface %s", up.interface)
-            error = ""
-        except InterfaceError as exc:
-            error = str(exc)
-        if error != self.upstream_wifi_error:
-            if error:
-                log.error("upstream Wi-Fi: %s", error)
-            self.upstream_wifi_error, self._dirty = error, True
+        self._dirty |= self.upstream.apply(settings)
 
     def _apply(self, new: NetPlan) -> None:
         old = self.current
@@ -296,6 +292,22 @@ class NetService:
             log.info("starting dnsmasq again (restart %d)", self.restarts)
             self._start_dnsmasq()
 
+    def _watch_dns_socket(self, now: float) -> None:
+        """Restart a dnsmasq that runs but does not listen on the access point's address."""
+        plan = self.current
+        if (plan is None or not plan.serving or self.interface_error or not self.child.running()
+                or dnsmasq.listening(plan.access_point.ip)):
+            self._unbound_since = None
+            return
+        if self._unbound_since is None:
+            self._unbound_since = now
+        elif now - self._unbound_since >= BIND_GRACE_SECONDS and now - self.child.started_at >= BIND_GRACE_SECONDS:
+            log.warning("dnsmasq has no DNS socket on %s:53 after %.0f s; restarting it",
+                        plan.access_point.ip, now - self._unbound_since)
+            self._unbound_since = None
+            self.restarts += 1
+            self._restart_dnsmasq("not listening on the access point's address")
+
     def _schedule_restart(self, now: float, ran: float) -> None:
         if ran >= STABLE_SECONDS:
             self.failures = 0
@@ -325,7 +337,7 @@ class NetService:
                         "error": self.dnsmasq_error},
             "config_error": self.config_error,
             "interface_error": self.interface_error,
-            "upstream_wifi_error": self.upstream_wifi_error,
+            "upstream_wifi": self.upstream.status(),
             "firewall": self.firewall_state if self.use_firewall else "disabled",
         }
         if plan is not None and plan.serving:
@@ -361,14 +373,15 @@ class NetService:
         if self._stop_signal is not None:
             log.info("%s: stopping dnsmasq", signal.Signals(self._stop_signal).name)
         self.child.stop()
+        self.upstream.stop()
         self._write_status("stopped")
         signal.set_wakeup_fd(-1)
 
 
 def serve(settings_path: Path, paths: RuntimePaths, *, interface: str | None = None,
           dnsmasq_binary: str = "dnsmasq", use_firewall: bool = True) -> int:
-    """``solargw net run``: check the settings and the plan, then run until SIGTERM/SIGINT.
-    A bad file at start is an error (``ServiceError``), not a wait for a good one."""
+    """``solargw net run``: load the settings (a broken file: the last good settings, so the access
+    point keeps serving what the inverters know), check the plan, then run until SIGTERM/SIGINT."""
     try:
         service = NetService(settings_path, paths, interface=interface, dnsmasq_binary=dnsmasq_binary,
                              use_firewall=use_firewall)

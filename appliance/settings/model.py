@@ -33,6 +33,9 @@ class WebSettings:
     """Where users reach the web UI (``configuration_url`` in Home Assistant); empty: http://<hostname>.local/."""
     stale_seconds: int = 900
     """An inverter silent this long is unavailable; its instantaneous values are dropped from /metrics."""
+    nep_sources: list[str] = field(default_factory=lambda: ["access_point"])
+    """Who may post NEP reports besides loopback: ``access_point`` (its subnet), ``any``, or networks
+    such as ``192.168.1.0/24`` (LAN DNS mode). Others get the timestamp reply and are not recorded."""
 
 
 @dataclass
@@ -48,6 +51,11 @@ class DataSettings:
     ram_dir: str = ""
     """Where the working copy of the newest data lives (a RAM file system); empty: /run/solargw for the
     appliance's data directory, else the data directory itself."""
+    max_inverters: int = 200
+    """Reports from a new serial are refused (kept as rejected frames) once this many inverters are known."""
+    new_inverters_per_hour: int = 50
+    """At most this many new serials are taken in any hour (forged serials must not grow the tables;
+    a large fleet joining at once, 50 Enecsys inverters say, must still be taken in its first hour)."""
 
 
 @dataclass

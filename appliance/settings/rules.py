@@ -214,6 +214,21 @@ def extended_pan_id_error(value: str) -> str | None:
     return f"{value!r} is not 8 bytes in hex (like d3:73:39:d4:cb:1c:60:bb)"
 
 
+def nep_source_error(entry: str) -> str | None:
+    """One ``[web] nep_sources`` entry: ``access_point``, ``any`` or an IP network."""
+    if entry.strip() in ("access_point", "any"):
+        return None
+    try:
+        ipaddress.ip_network(entry.strip(), strict=False)
+    except ValueError:
+        return f"{entry!r} is not access_point, any or a network such as 192.168.1.0/24"
+    return None
+
+
+def limit_error(value: int, low: int, high: int) -> str | None:
+    return None if low <= value <= high else f"must be from {low} to {high}"
+
+
 MAX_PVOUTPUT_SYSTEM_ID = 2**31 - 1
 
 
@@ -302,6 +317,10 @@ def validate(settings: Settings, sections: Iterable[str] | None = None) -> Probl
             problems[key] = message
 
     add("web.port", port_error(settings.web.port, zero_allowed=True))
+    for entry in settings.web.nep_sources:
+        add("web.nep_sources", nep_source_error(entry))
+    add("data.max_inverters", limit_error(settings.data.max_inverters, 1, 10000))
+    add("data.new_inverters_per_hour", limit_error(settings.data.new_inverters_per_hour, 0, 10000))
 
     ap = settings.access_point
     add("access_point.interface", interface_error(ap.interface))
@@ -366,6 +385,14 @@ def validate(settings: Settings, sections: Iterable[str] | None = None) -> Probl
 def advice(settings: Settings) -> Problems:
     """Values that are allowed but will not work as one probably expects (worth a warning)."""
     notes: Problems = {}
+    sources = [entry.strip() for entry in settings.web.nep_sources]
+    if "any" not in sources and all(entry == "access_point" for entry in sources):
+        if settings.access_point.lan_dns_mode:
+            notes["web.nep_sources"] = ("LAN DNS mode is on but NEP reports are only taken from the access "
+                                        "point's subnet: add your LAN (e.g. \"192.168.1.0/24\") or \"any\"")
+        elif not settings.access_point.enabled:
+            notes["web.nep_sources"] = ("the access point is off but NEP reports are only taken from its "
+                                        "subnet: add the inverters' network or \"any\"")
     if settings.zigbee.pan_id != ENECSYS_PAN_ID:
         notes["zigbee.pan_id"] = (f"0x{settings.zigbee.pan_id:04X}: Enecsys inverters only join PAN "
                                   f"0x{ENECSYS_PAN_ID:04X}")

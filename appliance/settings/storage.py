@@ -11,10 +11,11 @@ import dataclasses
 import os
 import tomllib
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import tomli_w
 
+from appliance.atomic import write_atomic
 from appliance.settings.model import Settings, SettingsError, from_dict
 from appliance.settings.rules import require_valid
 
@@ -60,6 +61,30 @@ def file_fingerprint(path: Path | str) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def read_file(path: Path) -> bytes | None:
+    """The file's bytes, None when there is none (``SettingsError`` when it cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def parse(data: bytes | None, path: Path, env: Mapping[str, str]) -> Settings:
+    """Settings from the file's bytes (None: no file, defaults), then the environment overrides."""
+    try:
+        table = tomllib.loads(data.decode("utf-8")) if data is not None else {}
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    settings = from_dict(table)
+    settings.path = path
+    return _apply_environment(settings, env)
+
+
 def load(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings file (defaults if it does not exist), then the environment overrides.
 
@@ -67,20 +92,7 @@ def load(path: Path | str | None = None, env: Mapping[str, str] | None = None) -
     :func:`load_valid`."""
     env = os.environ if env is None else env
     path = Path(path) if path is not None else settings_path(env)
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        data = {}
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise SettingsError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
-    settings = from_dict(data)
-    settings.path = path
-    return _apply_environment(settings, env)
+    return parse(read_file(path), path, env)
 
 
 def load_valid(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -93,24 +105,5 @@ def save(settings: Settings, path: Path | str | None = None) -> Path:
     """Write the file atomically (mode 0600: it holds secrets)."""
     path = Path(path or settings.path or settings_path())
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        tomli_w.dump(settings.to_dict(), handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, tomli_w.dumps(settings.to_dict()), 0o600)
     return path
-
-
-def save_sections(new: Settings, sections: Iterable[str], path: Path | str) -> Settings:
-    """Write ``sections`` of ``new`` into the file at ``path`` and return what it now says.
-
-    The other sections are taken from the file as it is, not from ``new``, so values that
-    came from environment overrides (``NEP_LISTEN_PORT``...) are never written. Nothing is
-    written when the result would break a value rule (``SettingsError`` lists the problems)."""
-    on_disk = load(path, env={})
-    for name in sections:
-        setattr(on_disk, name, getattr(new, name))
-    save(require_valid(on_disk), path)
-    return load(path)

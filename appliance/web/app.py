@@ -45,14 +45,16 @@ def blueprints() -> list[Blueprint]:
     ]
 
 
-def create_app(settings: Settings | None = None, store: "Store | None" = None, publisher: Any = None) -> Flask:
+def create_app(settings: Settings | None = None, store: "Store | None" = None, publisher: Any = None,
+               settings_error: str = "") -> Flask:
     """The collector app. ``settings`` default to :func:`appliance.settings.load`;
     ``store`` to the store in ``settings.data_dir``; ``publisher`` (an object
     with ``publish(recorded)`` ...) to the MQTT publisher when MQTT is enabled,
     made on first use in the serving process. The process's local time becomes
     ``[system] timezone``, and follows the settings file from then on. With ``[pvoutput]
     enabled`` the PVOutput uploader starts on a background thread (gunicorn builds the app
-    in its worker, after the fork)."""
+    in its worker, after the fork). ``settings_error``: why ``settings`` are not what the file
+    says (a broken file at start: shown on the status page)."""
     settings = settings if settings is not None else load()
     if store is None:
         from appliance.store import Store
@@ -61,7 +63,7 @@ def create_app(settings: Settings | None = None, store: "Store | None" = None, p
     app = Flask(__name__)
     app.config["SOLARGW_VERSION"] = __version__
     app.json.sort_keys = False
-    shared = app.extensions["solargw"] = Services(settings, store, publisher)
+    shared = app.extensions["solargw"] = Services(settings, store, publisher, settings_error=settings_error)
     app.before_request(shared.follow_settings_file)
     auth.init_app(app)
     for blueprint in blueprints():

@@ -5,7 +5,14 @@
   visit when empty: there is no shared default password.
 - Sessions are Flask's signed cookie, keyed by ``settings.admin.secret_key``
   (generated and saved on first start when empty). A session remembers a
-  fingerprint of the hash, so changing the password logs every other session out.
+  fingerprint of the hash, so changing the password logs every other session out,
+  and a session id that the server-side registry (:mod:`appliance.web.sessions`)
+  must still know, so logging out ends it for good (an old copy of the cookie
+  no longer works).
+- The cookie is ``HttpOnly`` and ``SameSite=Lax``: a browser never sends it with
+  another site's form post or script request (the CSRF token is checked as well),
+  but does with a plain link to the appliance (Home Assistant's "Visit" link),
+  which ``Strict`` would turn into a logged-out first page.
 - Every state-changing request to a UI blueprint (any method but GET/HEAD/OPTIONS)
   must carry the session's CSRF token, as the ``csrf_token`` form field or the
   ``X-CSRF-Token`` header. Machine endpoints (inverter ingest, /metrics,
@@ -17,6 +24,7 @@ import dataclasses
 import hmac
 import logging
 import secrets
+from datetime import timedelta
 from functools import wraps
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -26,6 +34,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from appliance.settings import Settings, SettingsError, save_sections
 from appliance.web.services import services
+from appliance.web.sessions import LIFETIME_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +53,16 @@ def init_app(app: Flask) -> None:
     if not key:
         key = secrets.token_hex(32)
         with_key = dataclasses.replace(settings, admin=dataclasses.replace(settings.admin, secret_key=key))
-        if settings.path is not None:
+        if settings.path is not None and not svc.follower.error:  # a broken file is not written here
             try:  # edit the file as it is (never write environment overrides into it)
                 save_sections(with_key, ("admin",), settings.path)
             except (OSError, SettingsError) as exc:  # sessions then last until the process restarts
                 log.warning("cannot save the new session key to %s: %s", settings.path, exc)
         svc.apply_settings(with_key)
     app.secret_key = key
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", 30 * 24 * 3600)
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=LIFETIME_SECONDS)
 
 
 def _fingerprint(password_hash: str) -> str:
@@ -65,8 +74,10 @@ def password_is_set() -> bool:
 
 
 def logged_in() -> bool:
-    stored = services().settings.admin.password_hash
-    return bool(stored) and hmac.compare_digest(session.get("admin", ""), _fingerprint(stored))
+    svc = services()
+    stored = svc.settings.admin.password_hash
+    return (bool(stored) and hmac.compare_digest(str(session.get("admin", "")), _fingerprint(stored))
+            and svc.sessions.valid(session.get("sid")))
 
 
 def check_password(password: str) -> bool:
@@ -74,13 +85,20 @@ def check_password(password: str) -> bool:
     return bool(stored) and check_password_hash(stored, password)
 
 
-def log_in() -> None:
-    session.clear()  # a fresh session (and CSRF token) after login: no fixation
-    session["admin"] = _fingerprint(services().settings.admin.password_hash)
+def log_in(*, end_others: bool = False) -> None:
+    """A fresh session (and CSRF token, no fixation); ``end_others``: every other one ends."""
+    svc = services()
+    svc.sessions.end(session.get("sid"))
+    session.clear()
+    session["sid"] = svc.sessions.start()
+    session["admin"] = _fingerprint(svc.settings.admin.password_hash)
     session.permanent = True
+    if end_others:
+        svc.sessions.end_all_but(session["sid"])
 
 
 def log_out() -> None:
+    services().sessions.end(session.get("sid"))
     session.clear()
 
 

@@ -1,35 +1,53 @@
-"""Inverter ingest: ``POST /i.php``, ``POST /t.php`` and any other inverter POST.
+"""Inverter ingest: one path from an inverter's POST to the pipeline, for both entry points.
 
-The reply never depends on the body: ``200``, ``text/html``, the local time as
-14 digits ``YYYYMMDDHHMMSS``. An inverter that gets anything else retries and
-its clock drifts, so garbage, oversize bodies and internal errors get the same
-answer; they are counted and kept for diagnostics through ``store.reject``.
+The front receiver (:mod:`appliance.web.receiver`) reads the inverters' requests itself and
+the Flask route below serves the same POSTs when the app runs without it (a test client, a
+WSGI server of one's own); both hand an :class:`InverterPost` to :func:`accept`.
 
-Which POSTs are ingested: ``/i.php``, ``/t.php`` and every path no other rule
-claims (werkzeug prefers specific rules over this catch-all), except paths
-under the UI's prefixes (:data:`UI_PREFIXES`), which get a 404 so that a
-mistyped form post is not mistaken for an inverter report.
+The reply never depends on the body: ``200``, ``text/html``, the local time as 14 digits
+``YYYYMMDDHHMMSS``. An inverter that gets anything else retries and its clock drifts, so
+garbage, oversize or malformed bodies, reports from a refused address and internal errors
+all get the same answer; they are counted and kept for diagnostics through ``store.reject``,
+with the reason.
 
-Size: inverters send 45 or 69 bytes. A body over :data:`MAX_BODY` bytes is not
-read (a declared Content-Length over the limit is refused at once; a chunked
-body is read at most ``MAX_BODY + 1`` bytes) and still gets the timestamp
-``200`` (not ``413``: the inverter contract has one answer), counted as a
-reject. gunicorn then drains or closes the connection within its own bounds.
+Which POSTs are an inverter's: every path whose first segment is not one of the UI's
+(:data:`UI_PREFIXES`), whatever bytes it holds (``/i.php``, ``/t.php``, ``/``, a path with a
+newline in it); a POST under a UI prefix is the UI's (a mistyped form post is not taken for
+a report). Every other POST route of the app lies under a UI prefix (a test checks), so this
+one rule decides in the receiver without asking the router.
+
+Who may post: ``[web] nep_sources`` (:mod:`appliance.web.sources`): the access point's
+subnet and loopback by default.
+
+Size: inverters send 45 or 69 bytes. A body over :data:`MAX_BODY` bytes is not read (a
+declared Content-Length over the limit is refused at once, a chunked body is read at most
+``MAX_BODY + 1`` bytes) and still gets the timestamp ``200`` (not ``413``: the inverter
+contract has one answer), counted as a reject.
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, abort, request
+from werkzeug.routing import PathConverter
 
+from appliance.lograte import RateLimitedLog
 from appliance.protocols import nep
 from appliance.reading import FrameError
+from appliance.web.http1 import stamp
 from appliance.web.services import services
+from appliance.web.sources import source_filter
+
+if TYPE_CHECKING:
+    from appliance.web.services import Services
 
 log = logging.getLogger(__name__)
-
-bp = Blueprint("ingest", __name__)
+malformed_log = RateLimitedLog(log, "malformed inverter requests")
+refused_log = RateLimitedLog(log, "reports from refused addresses")
+failure_log = RateLimitedLog(log, "ingest failures")
 
 MAX_BODY = 4096
 UI_PREFIXES = frozenset({
@@ -39,45 +57,67 @@ UI_PREFIXES = frozenset({
 """First path segments that belong to the UI and API, never to an inverter."""
 
 
-def timestamp_reply(now: float | None = None) -> Response:
-    """The inverter's expected answer: local time as ``YYYYMMDDHHMMSS``.
-
-    (The seed server formatted ``%Y%d%m...``, day before month: a bug.)
-    """
-    stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(now))
-    return Response(stamp, status=200, content_type="text/html")
+def is_inverter_path(path: str) -> bool:
+    """True for a POST path that is an inverter's (``path`` percent-decoded, with its leading /)."""
+    return path.lstrip("/").split("/", 1)[0] not in UI_PREFIXES
 
 
-def read_bounded(limit: int = MAX_BODY) -> bytes | None:
-    """The request body, or None when it is over ``limit`` bytes (never read whole)."""
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        return None
-    stream = request.stream
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = stream.read(limit + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return None if size > limit else b"".join(chunks)
+@dataclass(frozen=True)
+class InverterPost:
+    """One inverter POST as an entry point read it."""
+
+    path: str
+    source: str
+    """The peer's address."""
+    body: bytes | None
+    """None when it was not read: over :data:`MAX_BODY`, or ``problem`` says why."""
+    received: float
+    problem: str = ""
+    """Why the request could not be read whole (a malformed chunked body, a broken head...)."""
+    source_port: int | None = None
+    server_port: int | None = None
 
 
-@bp.post("/i.php", defaults={"path": "i.php"})
-@bp.post("/t.php", defaults={"path": "t.php"})
-@bp.post("/", defaults={"path": ""})
-@bp.post("/<path:path>")
-def report(path: str) -> Response:
-    if path.split("/", 1)[0] in UI_PREFIXES:
-        abort(404)
-    received = time.time()
+def accept(svc: "Services", post: InverterPost) -> None:
+    """Decode, check, record, publish and relay one POST; never raises (the reply must go out)."""
     try:
-        _ingest(read_bounded(), "/" + path, received)
-    except Exception:  # the reply must go out whatever happened
-        log.exception("ingest failed for a POST to /%s from %s", path, request.remote_addr)
-    return timestamp_reply(received)
+        _accept(svc, post)
+    except Exception as exc:  # noqa: BLE001 - logged (a bug or a storage failure), the reply goes out
+        if failure_log.error("ingest failed for a POST to %s from %s: %r", post.path, post.source, exc):
+            log.debug("ingest failure", exc_info=True)
+
+
+def _accept(svc: "Services", post: InverterPost) -> None:
+    pipeline, where = svc.pipeline, f"({post.path[:100]!r})"
+    allowed = source_filter(svc.settings)
+    if not allowed.allows(post.source):
+        refused_log.warning("a report from %s refused: [web] nep_sources allows %s", post.source, allowed.description)
+        pipeline.reject(frame=post.body or b"", family="nep", source=post.source, timestamp=post.received,
+                        reason=f"from {post.source}: not an allowed source ([web] nep_sources: "
+                               f"{allowed.description}) {where}", also_count=("reports_refused_source",))
+        return
+    if post.body is None:
+        problem = post.problem or f"body over {MAX_BODY} bytes, not read"
+        malformed_log.warning("malformed request from %s: %s %s", post.source, problem, where)
+        pipeline.reject(frame=b"", family="nep", source=post.source, timestamp=post.received,
+                        reason=f"{problem} {where}")
+        return
+    body = post.body
+    relay = svc.relay
+    if relay is not None and relay.is_loop(body, post.source, post.source_port):
+        svc.store.count("relay_looped", "nep")
+        log.warning("a relayed body came back from %s: not recorded again, not relayed", post.source)
+        return
+    try:
+        reading = nep.decode(body, model=_model_setting(svc.store, nep.peek_serial(body)), received_at=post.received)
+    except FrameError as exc:
+        pipeline.reject(frame=body, family="nep", source=post.source, timestamp=post.received, reason=f"{exc} {where}")
+        return
+    if relay is not None:  # well-framed reports only, checksum or not: the portal does not check
+        relay.note_port(post.server_port)
+        relay.submit(post.path, body)
+    pipeline.handle(reading, source=post.source)
+    svc.report_status()
 
 
 def _model_setting(store, serial: str | None) -> str:
@@ -85,29 +125,66 @@ def _model_setting(store, serial: str | None) -> str:
     return model if model in nep.MODELS else "auto"  # a stale setting must not lose the report
 
 
-def _ingest(body: bytes | None, path: str, received: float) -> None:
-    """Decode, record, publish and relay one POST body (None: over the size limit)."""
-    svc = services()
-    pipeline = svc.pipeline
-    source = request.remote_addr or ""
-    if body is None:
-        declared = request.content_length
-        size = f"Content-Length {declared}" if declared is not None else "no Content-Length"
-        pipeline.reject(frame=b"", family="nep", source=source, timestamp=received,
-                        reason=f"body over {MAX_BODY} bytes ({size}), not read ({path})")
-        return
-    relay = svc.relay
-    if relay is not None and relay.is_loop(body, source, request.environ.get("REMOTE_PORT")):
-        svc.store.count("relay_looped", "nep")
-        log.warning("a relayed body came back from %s: not recorded again, not relayed", source)
-        return
+# --- the Flask entry point ---------------------------------------------------------------------
+
+bp = Blueprint("ingest", __name__)
+
+
+class AnyPathConverter(PathConverter):
+    """Like ``path`` but matching every character, newlines too (``/i%0a.php`` is a POST like any)."""
+
+    regex = "[^/][\\s\\S]*?"
+
+
+@bp.record_once
+def _register_converter(state) -> None:
+    state.app.url_map.converters.setdefault("anypath", AnyPathConverter)
+
+
+def timestamp_reply(now: float | None = None) -> Response:
+    """The inverter's expected answer: local time as ``YYYYMMDDHHMMSS``."""
+    return Response(stamp(now), status=200, content_type="text/html")
+
+
+def read_bounded(limit: int = MAX_BODY) -> tuple[bytes | None, str]:
+    """(the request body, "") or (None, why it was not read): over ``limit`` bytes, or malformed."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        return None, f"body over {limit} bytes (Content-Length {declared}), not read"
+    stream = request.stream
+    chunks: list[bytes] = []
+    size = 0
     try:
-        reading = nep.decode(body, model=_model_setting(svc.store, nep.peek_serial(body)), received_at=received)
-    except FrameError as exc:
-        pipeline.reject(frame=body, family="nep", source=source, timestamp=received, reason=f"{exc} ({path})")
-        return
-    if relay is not None:  # well-framed reports only, checksum or not: the portal does not check
-        relay.note_port(request.environ.get("SERVER_PORT"))
-        relay.submit(path, body)
-    pipeline.handle(reading, source=source)
-    svc.report_status()
+        while size <= limit:
+            chunk = stream.read(limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except Exception as exc:  # noqa: BLE001 - the WSGI server's reader refused the body (bad chunking...)
+        return None, f"malformed body: {exc.__class__.__name__}: {str(exc)[:120]}".rstrip(": ")
+    if size > limit:
+        return None, f"body over {limit} bytes ({'no Content-Length' if declared is None else 'longer than declared'}), not read"
+    return b"".join(chunks), ""
+
+
+@bp.post("/i.php", defaults={"path": "i.php"})
+@bp.post("/t.php", defaults={"path": "t.php"})
+@bp.post("/", defaults={"path": ""})
+@bp.post("/<anypath:path>")
+def report(path: str) -> Response:
+    if not is_inverter_path(path):
+        abort(404)
+    received = time.time()
+    body, problem = read_bounded()
+    accept(services(), InverterPost("/" + path, request.remote_addr or "", body, received, problem,
+                                    source_port=_int(request.environ.get("REMOTE_PORT")),
+                                    server_port=_int(request.environ.get("SERVER_PORT"))))
+    return timestamp_reply(received)
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None

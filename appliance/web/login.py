@@ -22,14 +22,13 @@ def login() -> Any:
     error = None
     if request.method == "POST":
         address = request.remote_addr or "?"
-        if throttle.blocked(address):
+        if not throttle.attempt(address):
             error = "Too many wrong passwords: wait five minutes."
         elif auth.check_password(request.form.get("password", "")):
             throttle.succeeded(address)
             auth.log_in()
             return redirect(auth.safe_next(request.form.get("next")))
         else:
-            throttle.failed(address)
             error = "Wrong password."
     return render_template("login.html", error=error, next=request.values.get("next", "")), 401 if error else 200
 

@@ -20,6 +20,7 @@ from appliance.settings import Settings, save_sections
 
 if TYPE_CHECKING:
     from appliance.store import Store
+    from appliance.web.sessions import Sessions
 
 
 
@@ -38,16 +39,18 @@ class Services:
     """The web process's shared state. ``publisher``: an object with ``publish(recorded)``...
     given by a test (never replaced), else the MQTT publisher made from the settings."""
 
-    def __init__(self, settings: Settings, store: "Store", publisher: Any = None) -> None:
+    def __init__(self, settings: Settings, store: "Store", publisher: Any = None, settings_error: str = "") -> None:
         self.store = store
-        self.follower = SettingsFollower(settings.path, self._settings_changed, settings=settings)
+        self.follower = SettingsFollower(settings.path, self._settings_changed, settings=settings,
+                                         error=settings_error)
         if publisher is not None:
             self.mqtt = PublisherHolder(lambda _settings: publisher, settings, follow_settings=False)
         else:
             self.mqtt = PublisherHolder(_make_publisher(store, self.appliance_status), settings)
-        self.pipeline = Pipeline(store, self.mqtt)
+        self.pipeline = Pipeline(store, self.mqtt, limits=lambda: self.settings.data)
         self._relay: Any = None
         self._relay_pid = 0
+        self._sessions: "Sessions | None" = None
         self._uploader: Any = None
         self._uploader_pid = 0
         self._gateway: Any = None
@@ -91,6 +94,17 @@ class Services:
             self.start_uploader()
 
     # -- clients ---------------------------------------------------------------------------------
+    @property
+    def sessions(self) -> "Sessions":
+        """The logged-in sessions (kept in the data directory of the settings in use)."""
+        directory = self.settings.data_dir
+        with self._lock:
+            if self._sessions is None or self._sessions.path.parent != directory:
+                from appliance.web.sessions import FILE_NAME, LIFETIME_SECONDS, Sessions
+
+                self._sessions = Sessions(directory / FILE_NAME, LIFETIME_SECONDS)
+            return self._sessions
+
     @property
     def publisher(self) -> Any:
         """The MQTT publisher (None when MQTT is off or could not start)."""

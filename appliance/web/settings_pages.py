@@ -83,7 +83,7 @@ def _change_password() -> Any:
         auth.save_password(password)
     except (OSError, SettingsError) as exc:
         return _render({"admin": {"_": _save_failed(exc)}}, None, 500)
-    auth.log_in()  # the hash changed: this session carries on, every other one is logged out
+    auth.log_in(end_others=True)  # the hash changed: this session carries on, every other one is logged out
     flash("Admin password changed; other sessions are logged out.", "ok")
     return redirect(url_for("settings.page") + "#admin")
 

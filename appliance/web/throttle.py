@@ -1,4 +1,9 @@
-"""Login throttling: a few wrong passwords per address, then a pause."""
+"""Login throttling: a few password attempts per address, then a pause.
+
+An attempt is counted *before* the password is checked (:meth:`LoginThrottle.attempt`), under one
+lock, so a burst of parallel attempts gets no more checks through than the limit; a right
+password clears the address's count.
+"""
 from __future__ import annotations
 
 import threading
@@ -7,29 +12,28 @@ from typing import Callable
 
 
 class LoginThrottle:
-    """At most ``attempts`` wrong passwords per address within ``window`` seconds."""
+    """At most ``attempts`` password checks per address within ``window`` seconds, unless one succeeds."""
 
     def __init__(self, attempts: int = 5, window: float = 300.0, clock: Callable[[], float] = time.time) -> None:
         self.attempts = attempts
         self.window = window
         self.clock = clock
-        self._failures: dict[str, list[float]] = {}
+        self._attempts: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
-    def blocked(self, address: str) -> bool:
+    def attempt(self, address: str) -> bool:
+        """True when ``address`` may have its password checked now (the attempt is counted)."""
         now = self.clock()
         with self._lock:
-            recent = [t for t in self._failures.get(address, []) if now - t < self.window]
-            if recent:
-                self._failures[address] = recent
-            else:
-                self._failures.pop(address, None)
-            return len(recent) >= self.attempts
-
-    def failed(self, address: str) -> None:
-        with self._lock:
-            self._failures.setdefault(address, []).append(self.clock())
+            for known in [a for a, times in self._attempts.items() if now - times[-1] >= self.window]:
+                del self._attempts[known]  # forget quiet addresses (the table stays small)
+            recent = [t for t in self._attempts.get(address, []) if now - t < self.window]
+            if len(recent) >= self.attempts:
+                self._attempts[address] = recent
+                return False
+            self._attempts[address] = [*recent, now]
+            return True
 
     def succeeded(self, address: str) -> None:
         with self._lock:
-            self._failures.pop(address, None)
+            self._attempts.pop(address, None)

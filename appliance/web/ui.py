@@ -36,6 +36,7 @@ def _template_globals() -> dict[str, Any]:
         "csrf_token": auth.csrf_token,
         "logged_in": auth.logged_in(),
         "password_is_set": auth.password_is_set(),
+        "settings_problem": services().follower.error,
         "format_value": format_value,
         "energy_text": energy_text,
         "power_text": power_text,

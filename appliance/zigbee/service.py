@@ -34,7 +34,7 @@ from appliance.firmware import stick
 from appliance.pipeline import Pipeline
 from appliance.protocols import enecsys
 from appliance.runtime import PublisherHolder, ServiceError, SettingsFollower, StatusReporter
-from appliance.settings import Settings, SettingsError
+from appliance.settings import Settings
 from appliance.store import Store, StoreError
 from appliance.zigbee import port
 from appliance.zigbee.application import EnecsysApplication, zigpy_config
@@ -59,7 +59,7 @@ class ZigbeeService:
         self.store = store
         self.publisher = publisher
         """Any ``Publisher`` (the runtime's ``PublisherHolder`` in the service), or None."""
-        self.pipeline = Pipeline(store, publisher)
+        self.pipeline = Pipeline(store, publisher, limits=lambda: self.settings.data)
         self.reporter = StatusReporter("zigbee", store, heartbeat=STATUS_HEARTBEAT_SECONDS,
                                        publish=self._publish_state if publisher is not None else None)
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
@@ -283,10 +283,7 @@ def serve(settings_path: Path, device_override: str | None = None) -> int:
             settings.zigbee.device = device_override
         return settings
 
-    try:
-        follower = SettingsFollower(settings_path, adjust=adjust)
-    except SettingsError as exc:
-        raise ServiceError(str(exc)) from None
+    follower = SettingsFollower(settings_path, adjust=adjust, recover=True)  # a broken file: the last good one
     if not follower.settings.zigbee.enabled:
         log.info("the Zigbee service is disabled in the settings ([zigbee] enabled = false)")
         return 0

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from appliance.atomic import write_atomic
 from appliance.reading import Reading
 
 log = logging.getLogger(__name__)
@@ -69,10 +69,7 @@ class TelemetryFile:
 
     def write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(self.data, indent=4) + "\n")
-            os.replace(tmp, self.path)
+        try:  # rewritten at every report: atomic for its readers, not worth a card flush each time
+            write_atomic(self.path, json.dumps(self.data, indent=4) + "\n", 0o644, durable=False)
         except OSError as exc:
             log.error("cannot write %s: %s", self.path, exc)
-            tmp.unlink(missing_ok=True)
