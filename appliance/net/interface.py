@@ -75,6 +75,9 @@ def other_interfaces(exclude: str) -> list[str]:
 
 def ipv4_addresses(ifname: str) -> list[str]:
     """The IPv4 addresses (with prefix length) on ``ifname``; empty when it has none or is gone."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     try:
         with IPRoute() as ipr:
             found = ipr.link_lookup(ifname=ifname)
