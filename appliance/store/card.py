@@ -32,6 +32,13 @@ def read_only_fs(path: Path) -> bool:
         return False
 
 
+def refused_as_read_only(exc: sqlite3.Error) -> bool:
+    """SQLite was refused a write as read-only. On recent kernels (6.18 here) ext4's errors=remount-ro marks the
+    file system ``emergency_ro`` without the read-only flag ``statvfs`` reports: writes fail, with
+    EROFS, and only a write attempt tells."""
+    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_READONLY
+
+
 class Card:
     def __init__(self, path: Path):
         self.path = path
@@ -119,9 +126,9 @@ class Card:
             history.ensure_view(db)
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('id', ?)", (os.urandom(8).hex(),))
             return db, not read_only_fs(self.data_dir)
-        except sqlite3.OperationalError:
+        except sqlite3.OperationalError as exc:
             db.close()
-            if not read_only_fs(self.data_dir):
+            if not (read_only_fs(self.data_dir) or refused_as_read_only(exc)):
                 raise
         immutable = not (self.wal.exists() and self.wal.stat().st_size > 0)
         return connect(card_uri(self.path, read_only=True, immutable=immutable)), False
