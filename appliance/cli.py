@@ -63,6 +63,12 @@ def load_service_settings(path: str | None = None) -> "Loaded":
     return loaded
 
 
+DEFERRED = ("aiohttp", "jsonschema", "dns.resolver")
+"""Imported by libraries at start-up for what the services never do: zigpy's OTA updates
+(aiohttp, jsonschema), paho's DNS SRV lookups (dnspython). Loaded on first use instead
+(:mod:`appliance.lazy`)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="solargw", description="Local gateway for NEP and Enecsys solar micro-inverters."
@@ -76,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from appliance.lazy import defer
+
+    defer(*DEFERRED)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -294,7 +294,7 @@ def entity_differences(configs: dict[str, dict[str, Any]], view: HomeAssistantVi
         attributes = state.get("attributes", {})
         capabilities = entry.get("capabilities") or {}
         expected = {
-            "platform": ("sensor", entry["entity_id"].split(".")[0]),
+            "platform": (component["platform"], entry["entity_id"].split(".")[0]),
             "device": ((ha_device or {}).get("id"), entry["device_id"]),
             "name": (component["name"], entry["original_name"]),
             "device_class": (component.get("device_class"), entry["original_device_class"]),
@@ -625,6 +625,22 @@ def test_inverters_sensor_counts_every_inverter_at_once(stack):
     counted = [dt.datetime.fromisoformat(s["last_changed"]).timestamp() for s in history
                if s["state"] == str(len(inverter_devices))]
     assert counted and min(counted) - last_created <= 15, history
+
+
+def test_storage_problem_sensor_is_off_while_the_card_takes_writes(stack):
+    """Issue 14 point 4: the appliance's "Storage" binary sensor (device class problem), off here;
+    tests/test_storage_visible.py turns it on with a read-only and a full card."""
+    view = stack.view()
+    (uid,) = [uid for uid, (component, _) in components(stack.configs).items() if uid.endswith("_web_storage")]
+    entry = view.entities[uid]
+    assert entry["entity_id"].startswith("binary_sensor.")
+    assert (entry["original_device_class"], entry["entity_category"]) == ("problem", "diagnostic")
+
+    def not_off() -> list[str]:
+        state = stack.view().state(uid)
+        return [] if (state or {}).get("state") == "off" else [f"Storage is {state}"]
+
+    wait_until(not_off, 30, "the Storage problem sensor is not off")
 
 
 def test_entities_unavailable_once_the_services_stop(stack):

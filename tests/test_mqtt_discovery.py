@@ -245,3 +245,22 @@ def test_an_enecsys_info_frame_gives_the_firmware_and_the_announcement_carries_i
     assert info.fields["firmware"] == "WSI-00003 (25-04-12 06:58)"
     identity = ha.InverterIdentity("enecsys", "100095471", model=info.model, firmware=info.fields["firmware"])
     assert ha.inverter_device(identity, "solargw_solargw", "http://x/")["sw_version"] == "WSI-00003 (25-04-12 06:58)"
+
+
+def test_storage_is_a_problem_binary_sensor_on_the_appliance():
+    """The web service's ``storage`` status (the store's health state) is Home Assistant's
+    "Storage" problem sensor: on while the SD card does not take writes."""
+    [(_, payload)] = ha.appliance_discovery("solargw", "http://solargw.local/", TOPICS, ["storage", "storage_queued"])
+    storage, queued = payload["components"]["storage"], payload["components"]["storage_queued"]
+    assert {k: storage[k] for k in ("platform", "name", "device_class", "entity_category", "state_topic")} == {
+        "platform": "binary_sensor", "name": "Storage", "device_class": "problem",
+        "entity_category": "diagnostic", "state_topic": "solargw/web/status"}
+    assert "unit_of_measurement" not in storage and "state_class" not in storage  # not sensor options
+    for state, shown in (("ok", "OFF"), ("read-only", "ON"), ("full", "ON"), ("error", "ON")):
+        assert render(storage["value_template"], ha.status_state({"storage": state}, started=NOW)) == shown
+    assert (queued["platform"], queued["state_class"], queued["entity_category"]) == (
+        "sensor", "measurement", "diagnostic")
+    assert render(queued["value_template"], ha.status_state({"storage_queued": 7}, started=NOW)) == "7"
+    per_entity = dict(ha.appliance_discovery("solargw", "http://solargw.local/", TOPICS, ["storage"], per_entity=True))
+    assert "homeassistant/binary_sensor/solargw_solargw_web/storage/config" in per_entity
+    assert "platform" not in per_entity["homeassistant/binary_sensor/solargw_solargw_web/storage/config"]

@@ -444,6 +444,34 @@ def test_a_restart_on_a_broken_file_serves_the_last_good_settings(net, broken, e
     assert "Traceback" not in text and len([line for line in text.splitlines() if error in line]) == 1, text
 
 
+DEAF_ONCE = """#!/bin/sh
+# dnsmasq that, the first time it serves, runs without opening its sockets: what a missed
+# address event left behind in the booted image (a lease, but no DNS socket on the address).
+[ "$1" = --test ] && exec dnsmasq "$@"
+[ -e "$0.ran" ] && exec dnsmasq "$@"
+: > "$0.ran"
+exec sleep 600
+"""
+
+
+def test_dnsmasq_without_a_socket_on_the_address_is_restarted(net):
+    net.service.send_signal(signal.SIGTERM)
+    assert net.service.wait(15) == 0
+    deaf = net.tmp / "deaf-dnsmasq"
+    deaf.write_text(DEAF_ONCE)
+    deaf.chmod(0o755)
+    net.service = net.spawn(net.app, SOLARGW, "-v", "net", "run", "--settings", str(net.settings),
+                            "--run-dir", str(net.tmp / "run"), "--resolv-conf", str(net.resolv),
+                            "--dnsmasq", str(deaf), log="service-deaf.log")
+    wait_for(lambda: Path(f"{deaf}.ran").exists(), 15, "the deaf dnsmasq to start")
+    assert net.query("www.nepviewer.net").get("addresses") != [AP_IP]  # deaf: no answer
+    status = wait_for(lambda: (lambda d: d if d["running"] and d["restarts"] >= 1 else None)(
+        net.status()["dnsmasq"]), 30, "the service to restart the deaf dnsmasq")
+    assert status["error"] == ""
+    wait_for(lambda: net.query("www.nepviewer.net")["addresses"] == [AP_IP], 10, "DNS answers")
+    assert "dnsmasq has no DNS socket on 10.42.0.1:53" in (net.tmp / "service-deaf.log").read_text()
+
+
 def test_sigterm_stops_dnsmasq_and_the_service(net):
     pid = net.status()["dnsmasq"]["pid"]
     net.service.send_signal(signal.SIGTERM)  # to `ip netns exec`, which exec'd solargw

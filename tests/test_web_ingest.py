@@ -180,12 +180,13 @@ def test_appliance_status_is_what_the_store_knows_now_and_a_report_asks_for_it(s
     app = create_app(settings, store, publisher=publisher)
     client = app.test_client()
     svc = app.extensions["solargw"]
-    assert svc.appliance_status() == {"inverters": 0, "wifi": "not running"}
+    assert svc.appliance_status() == {"inverters": 0, "wifi": "not running", "storage": "ok", "storage_queued": 0}
     store.set_status("net", {"state": "running"})
     post(client, "/i.php", BDM400)
     post(client, "/i.php", bytes.fromhex(NEP_BDM800["hex"]))
     assert publisher.refreshes == 2  # the publisher reads appliance_status() on its own thread
-    assert svc.appliance_status() == {"inverters": 2, "wifi": "running"}
+    # Both readings wait for the next write to the card (within the loss window).
+    assert svc.appliance_status() == {"inverters": 2, "wifi": "running", "storage": "ok", "storage_queued": 2}
 
 
 def test_timestamp_reply_orders_year_month_day():

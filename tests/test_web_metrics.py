@@ -16,7 +16,8 @@ from support.vectors import ENECSYS_REPORT_1, NEP_BDM400
 from support.web_service import running_web
 
 UNIT_SUFFIXES = ("_watts", "_volts", "_amperes", "_hertz", "_celsius", "_ratio", "_seconds", "_joules",
-                 "_info", "_total", "_up", "_state", "_bytes", "_fds")
+                 "_info", "_total", "_up", "_state", "_bytes", "_fds",
+                 "_readings")  # a gauge that counts things is in those things (the guide's plural unit)
 
 
 @pytest.fixture
@@ -145,3 +146,20 @@ def test_metrics_through_gunicorn_openmetrics_and_text(tmp_path):
         assert om.headers["Content-Type"].startswith("application/openmetrics-text")
         assert om.text.rstrip().endswith("# EOF")
         assert "# TYPE solargw_inverter info" in om.text and "# TYPE solargw_build info" in om.text
+
+
+def test_storage_state_and_readings_waiting_for_the_card(setup):
+    """The store's health: ``solargw_storage_state`` (1 for the current state), the readings waiting in
+    memory and the last write that reached the card. (The real read-only and full cards:
+    tests/test_storage_visible.py.)"""
+    client, store = setup
+    store.record(nep_reading(timestamp=time.time()))
+    families = scrape(client)
+    assert [value(families, "solargw_storage_state", state=s) for s in ("ok", "read-only", "full", "error")] == [
+        1, 0, 0, 0]
+    assert value(families, "solargw_storage_queued_readings") == 1
+    assert "solargw_storage_last_write_timestamp_seconds" not in families  # nothing written yet
+    assert store.flush()
+    families = scrape(client)
+    assert value(families, "solargw_storage_queued_readings") == 0
+    assert time.time() - value(families, "solargw_storage_last_write_timestamp_seconds") < 60

@@ -32,7 +32,7 @@ def settings(settings):
 @pytest.fixture
 def app(settings_file: Path):
     settings = load(settings_file, env={})
-    store = Store(settings.data_dir)
+    store = Store(settings.data_dir, history_seconds=0)  # every reading in the history and its export
     now = time.time()
     # The last 40 minutes, but all after local midnight: the inverter page's power chart shows today.
     midnight = datetime.now(ZoneInfo(settings.system.timezone)).replace(hour=0, minute=0, second=0, microsecond=0)

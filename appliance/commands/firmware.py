@@ -12,7 +12,6 @@ import shlex
 import sys
 
 from appliance.cli import CommandError, load_settings
-from appliance.firmware import flash, hexcheck
 
 EPILOG = """\
 examples:
@@ -58,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from appliance.firmware import hexcheck
+
     try:
         report = hexcheck.check_file(args.hexfile)
     except hexcheck.HexError as exc:
@@ -73,6 +74,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_flash(args: argparse.Namespace) -> int:
+    from appliance.firmware import flash, hexcheck
+
     try:
         report = hexcheck.check_file(args.hexfile)
     except hexcheck.HexError as exc:

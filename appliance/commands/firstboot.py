@@ -5,7 +5,6 @@ import argparse
 from pathlib import Path
 
 from appliance.cli import CommandError
-from appliance.firstboot import FirstBoot, FirstBootError
 from appliance.settings import SettingsError
 
 
@@ -27,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from appliance.firstboot import FirstBoot, FirstBootError  # werkzeug & co: not for every command
+
     if not args.root.is_dir():
         raise CommandError(f"--root {args.root}: no such directory")
     try:

@@ -16,7 +16,6 @@ from pathlib import Path
 from appliance import settings as settings_module
 from appliance.atomic import write_atomic
 from appliance.cli import CommandError, load_service_settings
-from appliance.net import clients
 from appliance.net.addressing import NetConfigError
 from appliance.net.plan import CONFIGS, RUN_DIR, RuntimePaths, render_config, with_interface
 from appliance.net.resolvers import RESOLV_CONF
@@ -100,6 +99,8 @@ def run_clients(args: argparse.Namespace) -> int:
     settings = _settings(args)
     leases = _paths(args).leases_for(settings)
     try:
+        from appliance.net import clients  # here: netlink (pyroute2) costs every command 60 ms
+
         result = clients.clients(leases, settings.access_point.interface)
     except OSError as exc:
         raise CommandError(f"cannot read the leases {leases}: {exc.strerror or exc}") from None

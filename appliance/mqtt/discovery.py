@@ -94,6 +94,7 @@ class Entity:
     follows: Follows = "inverter"
     template: str | None = None
     extra: tuple[tuple[str, Any], ...] = ()
+    platform: str = "sensor"
 
 
 def _value(key: str) -> str:
@@ -141,6 +142,11 @@ APPLIANCE_STATUS_ENTITIES: dict[str, Entity] = {
     "gateway": Entity("gateway", "Enecsys gateway", category="diagnostic", extra=(("icon", "mdi:router-network"),)),
     "zigbee": Entity("zigbee", "Zigbee", category="diagnostic", extra=(("icon", "mdi:zigbee"),)),
     "wifi": Entity("wifi", "Wi-Fi", category="diagnostic", extra=(("icon", "mdi:wifi"),)),
+    # The SD card (the store's health, ``Store.health()``): on when it does not take writes.
+    "storage": Entity("storage", "Storage", "problem", category="diagnostic", platform="binary_sensor",
+                      template="{{ 'OFF' if value_json.storage == 'ok' else 'ON' }}"),
+    "storage_queued": Entity("storage_queued", "Readings waiting for the SD card", state_class="measurement",
+                             category="diagnostic", extra=(("icon", "mdi:sd"),)),
 }
 """Nice names for the keys ``publish_status()`` is expected to carry; other keys get a plain sensor."""
 
@@ -203,7 +209,7 @@ def _availability(topics: Topics, serial: str, follows: Follows) -> dict[str, An
 
 def _entity_config(entity: Entity, unique_id: str, state_topic: str) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "platform": "sensor",
+        "platform": entity.platform,
         "name": entity.name,
         "unique_id": unique_id,
         "state_topic": state_topic,
@@ -366,7 +372,7 @@ def appliance_discovery(hostname: str, url: str, topics: Topics, status_keys: It
     if not per_entity:
         return [(topics.device_config(object_id),
                  {"device": device, "origin": ORIGIN, "components": components})]
-    return [(topics.entity_config("sensor", object_id, key),
+    return [(topics.entity_config(config["platform"], object_id, key),
              {**{k: v for k, v in config.items() if k != "platform"}, "device": device,
               "origin": ORIGIN})
             for key, config in components.items()]

@@ -258,7 +258,8 @@ class MqttPublisher:
                 inverter.fields.update(reading.fields)
             inverter.seen_fields.update(reading.fields)
             inverter.last_seen = reading.timestamp
-        inverter.lifetime_wh = recorded.lifetime_wh
+        if not getattr(info, "resumed", False):  # an info frame after a power cut: the ledger is not back yet
+            inverter.lifetime_wh = recorded.lifetime_wh
         inverter.energy_today_wh = recorded.energy_today_wh
         woke = inverter.asleep or inverter.announced is None
         inverter.asleep = self._is_stale(inverter)
@@ -282,7 +283,10 @@ class MqttPublisher:
             self._inverters[serial] = inverter = _Inverter(
                 ha.InverterIdentity(info.family, serial, info.name or "", info.model or "",
                                     info.firmware or ""),
-                seen_fields=set(fields), fields=fields, lifetime_wh=info.lifetime_wh,
+                # A ledger resumed after a power cut may be behind what was published before it:
+                # no lifetime until the inverter's next report (a total must never go down).
+                seen_fields=set(fields), fields=fields,
+                lifetime_wh=None if getattr(info, "resumed", False) else info.lifetime_wh,
                 energy_today_wh=info.energy_today_wh, last_seen=info.last_seen)
             inverter.asleep = self._is_stale(inverter)
             self._announce(inverter)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
+import struct
 import subprocess
 import time
 from collections.abc import Sequence
@@ -127,6 +129,20 @@ class DnsmasqProcess(Child):
         for line in last:
             log.info("dnsmasq: %s", line)
         return last
+
+
+def listening(address: IPAddress, port: int = 53, table: Path = Path("/proc/net/udp")) -> bool:
+    """Whether a UDP socket of this network namespace is bound to ``address:port``.
+
+    The kernel prints each IPv4 socket's address as one 32-bit number in the host's byte order
+    (``01002A0A:0035`` for 10.42.0.1:53 on a little-endian Pi), hence the native ``=I``.
+    """
+    wanted = f"{struct.unpack('=I', socket.inet_aton(str(address)))[0]:08X}:{port:04X}"
+    try:
+        rows = table.read_text().splitlines()[1:]
+    except OSError:
+        return True  # cannot tell: never restart on a guess
+    return any(row.split()[1] == wanted for row in rows if len(row.split()) > 1)
 
 
 def reap_stale(pid_file: Path, conf: Path) -> None:

@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.net import dnsmasq, firewall, hostapd, interface, resolvers, upstream, wpa
+from appliance.net import dnsmasq, firewall, hostapd, interface, resolvers, wpa
 from appliance.net.addressing import AccessPointPlan, IPAddress, plan
 from appliance.settings import Settings
 
@@ -80,6 +80,8 @@ CONFIGS = ("hostapd", "dnsmasq", "nftables", "wpa_supplicant")
 def render_config(config: str, settings: Settings, paths: RuntimePaths) -> str:
     """One daemon's configuration text (``CONFIGS``); raises ``NetConfigError`` naming the bad setting."""
     if config == "hostapd":  # on the channel the upstream Wi-Fi holds the radio on, if it does
+        from appliance.net import upstream  # here: every command imports this module, few need netlink
+
         return hostapd.render(settings.access_point, channel=upstream.held_channel(settings))
     if config == "wpa_supplicant":
         return wpa.render(settings, paths.run_dir / "wpa_supplicant")

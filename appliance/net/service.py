@@ -42,6 +42,10 @@ REFRESH_SECONDS = 5.0
 STATUS_HEARTBEAT_SECONDS = 60.0
 FIREWALL_CHECK_SECONDS = 15.0
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_SECONDS = 0.5, 30.0, 30.0
+BIND_GRACE_SECONDS = 5.0
+"""How long dnsmasq may run with the access point's address present but no DNS socket on it.
+``bind-dynamic`` should open it on the address's netlink event; in the booted image that event was
+once missed while hostapd reset the interface, and the inverters got leases but no DNS answer."""
 
 _CONFIG_ERRORS = (settings_module.SettingsError, NetConfigError, dnsmasq.DnsmasqConfigError,
                   firewall.FirewallError, OSError)
@@ -88,6 +92,7 @@ class NetService:
         self._stop_signal: int | None = None
         self._next_refresh = 0.0
         self._next_firewall_check = 0.0
+        self._unbound_since: float | None = None
         self._status_checked = 0.0
         self._last_log_line = ""
         self._dirty = True
@@ -154,6 +159,7 @@ class NetService:
             self._next_refresh = now + REFRESH_SECONDS
             self.reconfigure()
         self._watch_child(now)
+        self._watch_dns_socket(now)
         self._dirty |= self.upstream.tick(now)
         if self.use_firewall and self.current and now >= self._next_firewall_check:
             self._next_firewall_check = now + FIREWALL_CHECK_SECONDS
@@ -285,6 +291,22 @@ class NetService:
             self.restarts += 1
             log.info("starting dnsmasq again (restart %d)", self.restarts)
             self._start_dnsmasq()
+
+    def _watch_dns_socket(self, now: float) -> None:
+        """Restart a dnsmasq that runs but does not listen on the access point's address."""
+        plan = self.current
+        if (plan is None or not plan.serving or self.interface_error or not self.child.running()
+                or dnsmasq.listening(plan.access_point.ip)):
+            self._unbound_since = None
+            return
+        if self._unbound_since is None:
+            self._unbound_since = now
+        elif now - self._unbound_since >= BIND_GRACE_SECONDS and now - self.child.started_at >= BIND_GRACE_SECONDS:
+            log.warning("dnsmasq has no DNS socket on %s:53 after %.0f s; restarting it",
+                        plan.access_point.ip, now - self._unbound_since)
+            self._unbound_since = None
+            self.restarts += 1
+            self._restart_dnsmasq("not listening on the access point's address")
 
     def _schedule_restart(self, now: float, ran: float) -> None:
         if ran >= STABLE_SECONDS:

@@ -43,6 +43,14 @@ class DataSettings:
     dir: str = "/var/lib/solargw"
     full_resolution_days: int = 7
     keep_days: int = 730
+    flush_seconds: float = 300.0
+    """The loss window: readings reach the SD card in one group commit at most this long after they
+    arrive, so a power cut loses at most this much (a service restart loses nothing)."""
+    history_seconds: float = 300.0
+    """History on the card: the newest reading per inverter of every this many seconds (0: every reading)."""
+    ram_dir: str = ""
+    """Where the working copy of the newest data lives (a RAM file system); empty: /run/solargw for the
+    appliance's data directory, else the data directory itself."""
     max_inverters: int = 200
     """Reports from a new serial are refused (kept as rejected frames) once this many inverters are known."""
     new_inverters_per_hour: int = 50

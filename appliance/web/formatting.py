@@ -12,8 +12,10 @@ from zoneinfo import ZoneInfo
 
 from appliance.fields import BY_KEY, label_for, unit_for
 from appliance.settings import Settings
+from appliance.store.records import StoreHealth
 
-__all__ = ["ago", "energy_text", "format_value", "label_for", "local_time", "power_text", "timezone", "unit_for"]
+__all__ = ["ago", "energy_text", "format_value", "label_for", "local_time", "power_text", "readings_waiting",
+           "short_time", "storage_problem", "timezone", "unit_for"]
 
 
 def format_value(name: str, value: Any) -> str:
@@ -70,3 +72,26 @@ def ago(ts: float | None, now: float | None = None) -> str:
     if seconds < 172800:
         return f"{seconds // 3600} h ago"
     return f"{seconds // 86400} days ago"
+
+
+def short_time(ts: float | None, tz: ZoneInfo, now: float | None = None) -> str:
+    """``14:05`` today, ``2026-11-30 14:05`` another day."""
+    if not ts:
+        return "never"
+    when = datetime.fromtimestamp(ts, tz)
+    today = datetime.fromtimestamp(now or time.time(), tz).date()
+    return when.strftime("%H:%M" if when.date() == today else "%Y-%m-%d %H:%M")
+
+
+def readings_waiting(health: StoreHealth, tz: ZoneInfo) -> str:
+    """``12 readings wait in memory, the oldest from 13:40``."""
+    text = f"{health.queued} reading{'' if health.queued == 1 else 's'} wait{'s' if health.queued == 1 else ''} in memory"
+    return text + (f", the oldest from {short_time(health.oldest_queued, tz)}" if health.oldest_queued else "")
+
+
+def storage_problem(health: StoreHealth, tz: ZoneInfo) -> str:
+    """What every page says while the SD card does not take the store's writes ("" while it does)."""
+    if health.ok:
+        return ""
+    return (f"The SD card does not take writes ({health.state}) since {short_time(health.since, tz)}: "
+            f"{readings_waiting(health, tz)}")

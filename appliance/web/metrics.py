@@ -15,6 +15,10 @@ Instantaneous values (power, voltage, ...) and the state are emitted only for
 inverters heard from within ``settings.web.stale_seconds``: a silent inverter
 loses them (its ``solargw_inverter_up`` is 0) instead of freezing at the last
 value. Energy counters, last-seen time and ``_info`` are always emitted.
+
+``solargw_storage_*``: whether the SD card takes the store's writes (``solargw_storage_state``,
+one series per state, 1 for the current one), the readings waiting in memory for it and the
+time of the last write that reached it.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from prometheus_client.exposition import choose_encoder
 from appliance import __version__
 from appliance.fields import FIELDS
 from appliance.reading import STATES
+from appliance.store.records import HEALTH_STATES
 from appliance.web.services import services
 
 bp = Blueprint("metrics", __name__)
@@ -118,6 +123,21 @@ class StoreCollector:
         yield from gauges.values()
         yield from parts.values()
         yield from self._counters()
+        yield from self._storage()
+
+    def _storage(self) -> Iterator[Metric]:
+        """The SD card (``Store.health()``): whether it takes the writes, and what waits for it."""
+        health = self.store.health()
+        state = GaugeMetricFamily("solargw_storage_state",
+                                  "State of the SD card's writes (1 for the current one)", labels=["state"])
+        for name in HEALTH_STATES:
+            state.add_metric([name], 1 if name == health.state else 0)
+        yield state
+        yield GaugeMetricFamily("solargw_storage_queued_readings",
+                                "Readings waiting in memory for the SD card", value=health.queued)
+        if health.last_flush is not None:
+            yield GaugeMetricFamily("solargw_storage_last_write_timestamp_seconds",
+                                    "Unix time of the last write that reached the SD card", value=health.last_flush)
 
     def _counters(self) -> Iterator[Metric]:
         by_name: dict[str, CounterMetricFamily] = {}

@@ -211,7 +211,8 @@ class WebServer(BaseApplication):
 
 def _close_worker(_arbiter, worker) -> None:
     """Stop the listeners (queued reports are stored), then close the MQTT publisher and the relay
-    (its last will stays unsent)."""
+    (its last will stays unsent), and the store (its last group commit: what waits in RAM reaches
+    the card before a reboot)."""
     listeners = getattr(worker, "solargw_listeners", None)
     if listeners is not None:
         listeners.close()
@@ -219,6 +220,7 @@ def _close_worker(_arbiter, worker) -> None:
     services = getattr(app, "extensions", {}).get("solargw")
     if services is not None:
         services.close()
+        services.store.close()
 
 
 def raise_file_limit(wanted: int = FILE_LIMIT) -> None:

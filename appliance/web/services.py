@@ -148,12 +148,16 @@ class Services:
 
     def appliance_status(self) -> dict[str, Any]:
         """What Home Assistant's appliance device shows from this side: every inverter the store
-        knows (both services'), the access point, the gateway listener when it is on. The MQTT
-        publisher reads it every few seconds on its own thread and publishes it when it changed."""
+        knows (both services'), the access point, the SD card (``storage``: the store's health state,
+        ``storage_queued``: readings waiting in RAM for it), the gateway listener when it is on. The
+        MQTT publisher reads it every few seconds on its own thread and publishes it when it changed."""
         net = self.store.status().get("net")
+        health = self.store.health()
         status: dict[str, Any] = {
             "inverters": len(self.store.inverters()),
             "wifi": net[1].get("state", "unknown") if net else "not running",
+            "storage": health.state,
+            "storage_queued": health.queued,
         }
         gateway = self.gateway
         if gateway is not None:

@@ -1,4 +1,4 @@
-"""The status page (services, disk, memory, clock, MQTT, PVOutput, rejected frames) and the logs page."""
+"""The status page (services, storage, disk, memory, clock, MQTT, PVOutput, rejected frames) and the logs page."""
 from __future__ import annotations
 
 import os
@@ -8,6 +8,7 @@ import time
 from flask import Blueprint, render_template
 
 from appliance.web import auth, host, pvoutput_status
+from appliance.web.formatting import readings_waiting, timezone
 from appliance.web.services import services
 
 bp = Blueprint("status", __name__)
@@ -36,8 +37,10 @@ def status() -> str:
     components = sorted(svc.store.status().items())
     disk = shutil.disk_usage(svc.settings.data_dir) if svc.settings.data_dir.exists() else None
     counters = sorted(svc.store.counters().items())
+    storage = svc.store.health()
     return render_template(
-        "status.html", components=components, disk=disk, memory=host.memory(), time_sync=host.time_sync(),
+        "status.html", storage=storage, storage_waiting=readings_waiting(storage, timezone(svc.settings)),
+        components=components, disk=disk, memory=host.memory(), time_sync=host.time_sync(),
         mqtt=mqtt_state(), rejected=svc.store.rejected(limit=50), counters=counters, now=time.time(),
         inverters=svc.store.inverters(),
         pvoutput=pvoutput_status.view(svc.settings, svc.uploader, svc.store, time.time()),

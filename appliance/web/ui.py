@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, render_template
 
 from appliance.web import auth
-from appliance.web.formatting import ago, energy_text, format_value, local_time, power_text, timezone
+from appliance.web.formatting import ago, energy_text, format_value, local_time, power_text, storage_problem, timezone
 from appliance.web.services import services
 
 bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
@@ -32,11 +32,13 @@ def _ago_filter(ts: float | None) -> str:
 
 @bp.app_context_processor
 def _template_globals() -> dict[str, Any]:
+    svc = services()
     return {
         "csrf_token": auth.csrf_token,
         "logged_in": auth.logged_in(),
         "password_is_set": auth.password_is_set(),
-        "settings_problem": services().follower.error,
+        "settings_problem": svc.follower.error,
+        "storage_problem": storage_problem(svc.store.health(), timezone(svc.settings)),
         "format_value": format_value,
         "energy_text": energy_text,
         "power_text": power_text,
