@@ -202,3 +202,14 @@ def test_layout_names_only_what_exists():
     stale = [str((base / name).relative_to(REPO)) for base, names in layout_names().items() for name in names
              if not (base / name).exists() or (name.endswith("/") and not (base / name).is_dir())]
     assert not stale, f"docs/development.md, Layout: rows for paths that do not exist: {sorted(stale)}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_benchmarks_named_exist(page):
+    """``python -m bench NAME``, ``python -m bench.NAME`` and ``bench.NAME`` name a module of ``bench/``."""
+    known = {p.stem for p in (REPO / "bench").glob("*.py") if not p.stem.startswith("__")}
+    named = set()
+    for snippet in code(page.read_text()):
+        named |= set(re.findall(r"-m bench (?!\[)([a-z_]+)", snippet))
+        named |= set(re.findall(r"\bbench\.([a-z_]+)\b", snippet))
+    assert named <= known, f"{page_id(page)} names benchmarks bench/ lacks: {sorted(named - known)}"
