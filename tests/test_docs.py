@@ -147,3 +147,69 @@ def test_every_settings_key_documented_with_its_default(section):
     for key, written in documented.items():
         assert tomllib.loads(f"v = {written}")["v"] == getattr(values, key), (
             f"[{section}] {key}: the manual says {written}, the default is {getattr(values, key)!r}")
+
+
+DEVELOPMENT = REPO / "docs" / "development.md"
+TABLE_ROW_NAME = re.compile(r"^\|\s*(?:\*\*)?`([^`]+)`(?:\*\*)?\s*\|")
+
+
+def layout_names() -> dict[Path, set[str]]:
+    """The paths development.md's Layout tables name, by the directory they are relative to.
+
+    A bold line before a table says its directory (``**`appliance/`**``, ``**`tests/`**``); any other
+    bold line (``**Around the package**``) means the repository's root. A row names its path in
+    backticks in its first cell; a row ending in ``/`` is a package or directory."""
+    text = DEVELOPMENT.read_text()
+    start = text.index("\n## Layout")
+    end = text.find("\n## ", start + 1)
+    base = REPO
+    names: dict[Path, set[str]] = {}
+    for line in text[start:end if end != -1 else None].splitlines():
+        if line.startswith("**"):
+            heading = re.match(r"\*\*`([^`]+)/`\*\*", line)
+            base = REPO / heading.group(1) if heading else REPO
+            continue
+        row = TABLE_ROW_NAME.match(line)
+        if row:
+            names.setdefault(base, set()).add(row.group(1))
+    return names
+
+
+def required_layout() -> dict[str, tuple[Path, set[str]]]:
+    """What the Layout must name: every module and subpackage of ``appliance/`` (a package's row
+    stands for its ``__init__.py``), every benchmark, every Ansible role, every test module."""
+    package = REPO / "appliance"
+    modules = {str(p.relative_to(package)) for p in package.rglob("*.py") if p.name != "__init__.py"}
+    packages = {f"{p.parent.relative_to(package)}/" for p in package.rglob("*/__init__.py")}
+    tests = REPO / "tests"
+    return {
+        "appliance": (package, modules | packages),
+        "bench": (REPO, {f"bench/{p.name}" for p in (REPO / "bench").glob("*.py") if p.name != "__init__.py"}),
+        "ansible roles": (REPO, {f"ansible/roles/{p.name}" for p in (REPO / "ansible" / "roles").iterdir() if p.is_dir()}),
+        "tests": (tests, {p.name for p in tests.glob("*.py")}
+                  | {f"support/{p.name}" for p in (tests / "support").glob("*.py") if p.name != "__init__.py"}),
+    }
+
+
+@pytest.mark.parametrize("area", sorted(required_layout()))
+def test_layout_names_every_module_and_role(area):
+    base, required = required_layout()[area]
+    missing = required - layout_names().get(base, set())
+    assert not missing, f"docs/development.md, Layout: no row for {sorted(missing)} (under {base.relative_to(REPO.parent)})"
+
+
+def test_layout_names_only_what_exists():
+    stale = [str((base / name).relative_to(REPO)) for base, names in layout_names().items() for name in names
+             if not (base / name).exists() or (name.endswith("/") and not (base / name).is_dir())]
+    assert not stale, f"docs/development.md, Layout: rows for paths that do not exist: {sorted(stale)}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_benchmarks_named_exist(page):
+    """``python -m bench NAME``, ``python -m bench.NAME`` and ``bench.NAME`` name a module of ``bench/``."""
+    known = {p.stem for p in (REPO / "bench").glob("*.py") if not p.stem.startswith("__")}
+    named = set()
+    for snippet in code(page.read_text()):
+        named |= set(re.findall(r"-m bench (?!\[)([a-z_]+)", snippet))
+        named |= set(re.findall(r"\bbench\.([a-z_]+)\b", snippet))
+    assert named <= known, f"{page_id(page)} names benchmarks bench/ lacks: {sorted(named - known)}"
