@@ -148,11 +148,10 @@ def test_metrics_through_gunicorn_openmetrics_and_text(tmp_path):
         assert "# TYPE solargw_inverter info" in om.text and "# TYPE solargw_build info" in om.text
 
 
-def test_storage_state_and_readings_waiting_for_the_card(setup):
+def test_storage_state_and_readings_waiting_for_the_card(client, store):
     """The store's health: ``solargw_storage_state`` (1 for the current state), the readings waiting in
     memory and the last write that reached the card. (The real read-only and full cards:
     tests/test_storage_visible.py.)"""
-    client, store = setup
     store.record(nep_reading(timestamp=time.time()))
     families = scrape(client)
     assert [value(families, "solargw_storage_state", state=s) for s in ("ok", "read-only", "full", "error")] == [
