@@ -19,7 +19,7 @@ included, RAM file systems not) of every process of web, zigbee and mosquitto; o
 checkpoint at the end (pages written during the day and still in the WAL); and the
 history compaction (the day that leaves the 7 kept at 5 minutes moved to the 15-minute table,
 in 6 commits, on a card holding 8 days at the reference load), measured apart. Logs go to journald, which
-keeps them in RAM on the appliance (ansible role ``hardening``). As root, the card is a
+keeps them in RAM on the appliance (ansible role ``sdcard``). As root, the card is a
 loop-mounted ext4 file system and the device's own count (file system journal included)
 is printed too.
 """
@@ -290,7 +290,7 @@ class Services:
         self.processes: dict[str, subprocess.Popen] = {}
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("NEP_", "SOLARGW_"))}
-        # /tmp is a RAM file system on the appliance (role hardening): gunicorn's worker heartbeat
+        # /tmp is a RAM file system on the appliance (role sdcard): gunicorn's worker heartbeat
         # file lives there.
         self.env.update(PYTHONUNBUFFERED="1", TMPDIR=str(tmp))
 
