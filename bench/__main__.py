@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-known = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name != "__main__")
+known = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if not m.name.startswith("_"))  # _name: a helper
 runs: list[list[str]] = []
 for arg in sys.argv[1:]:
     if arg in known or not runs:

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from bench._proctree import process_tree
+
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {"web": re.compile(r"appliance web\b"), "zigbee": re.compile(r"appliance zigbee\b"),
             "net": re.compile(r"appliance net run\b")}
@@ -43,28 +45,11 @@ def command_line(pid: int) -> str:
         return ""
 
 
-def children(root: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
-    found, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(child for child, parent in parents.items() if parent == pid)
-    return found
-
-
 def service_pss(root: int) -> dict[str, list[tuple[int, int]]]:
     """``service -> [(pid, PSS KiB)]`` for the services under ``root`` (gunicorn's worker is the
     arbiter's child, with the same command line)."""
     found: dict[str, list[tuple[int, int]]] = {}
-    for pid in children(root):
+    for pid in process_tree(root):
         line = command_line(pid)
         for name, pattern in SERVICES.items():
             if pattern.search(line):

@@ -44,6 +44,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterator
 
+from bench._proctree import process_tree
+
 ROOT = Path(__file__).resolve().parents[1]
 NEP_INVERTERS, NEP_INTERVAL = 20, 300.0
 ENECSYS_INVERTERS, ENECSYS_INTERVAL = 20, 60.0
@@ -59,23 +61,6 @@ page when it is dirtied, so a page written twice before writeback would count on
 
 
 # --- processes and their writes ------------------------------------------------------------------
-
-def process_tree(root: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
-    found, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(child for child, parent in parents.items() if parent == pid)
-    return found
-
 
 def write_bytes(pid: int, tid: int | None = None) -> int | None:
     path = f"/proc/{pid}/io" if tid is None else f"/proc/{pid}/task/{tid}/io"

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from appliance.protocols.nep import build_request
 from appliance.sim import nep_inverters
+from bench._proctree import process_tree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support.brokers import mosquitto  # noqa: E402
@@ -58,23 +59,6 @@ def post(port: int, data: bytes, timeout: float = 5.0) -> tuple[bool, float]:
         return False, time.monotonic() - started
     head, _, body = reply.partition(b"\r\n\r\n")
     return head.startswith(b"HTTP/1.1 200") and len(body) == 14 and body.isdigit(), time.monotonic() - started
-
-
-def tree(root: int) -> list[int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
-    found, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(child for child, parent in parents.items() if parent == pid)
-    return found
 
 
 def rss_mib(pid: int) -> float:
@@ -243,7 +227,7 @@ def main() -> None:
         soak = Soak(port, seconds)
         workers = [threading.Thread(target=f, daemon=True) for f in (soak.inverters, soak.stallers, soak.idle,
                                                                        soak.fuzz)]
-        pids = tree(web.pid)
+        pids = process_tree(web.pid)
         worker = max(pids)
         rss_start = rss_mib(worker)
         cpu_start = cpu_seconds(pids)
@@ -257,7 +241,7 @@ def main() -> None:
         while time.monotonic() - started < seconds:
             time.sleep(1)
             elapsed = time.monotonic() - started
-            current = [p for p in tree(web.pid) if p != web.pid]
+            current = [p for p in process_tree(web.pid) if p != web.pid]
             if current:
                 rss_max = max(rss_max, rss_mib(current[0]))
             if elapsed >= 60 * (kills + 1) and elapsed < seconds - 15 and current:
@@ -271,7 +255,7 @@ def main() -> None:
         soak.stop.set()
         for thread in workers:
             thread.join(20)
-        pids = tree(web.pid)
+        pids = process_tree(web.pid)
         cpu = cpu_seconds(pids) - cpu_start
         rss_end = rss_mib(max(pids)) if len(pids) > 1 else 0.0
         with sqlite3.connect(data / "solargw.db") as db:

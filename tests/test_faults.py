@@ -40,6 +40,7 @@ import requests
 
 from appliance.protocols.nep import build_request
 from appliance.sim import nep_inverters
+from bench._proctree import process_tree
 from support.waiting import wait_for
 from support.web_service import RunningWeb, running_web, start_web
 
@@ -72,23 +73,6 @@ def inverter_post(port: int, body: bytes, timeout: float = 5.0) -> tuple[bool, f
     ok = head.startswith(b"HTTP/1.1 200 ") and b"Content-Type: text/html" in head and len(stamp) == 14 \
         and stamp.isdigit()
     return ok, time.monotonic() - started
-
-
-def process_tree(root: int) -> list[int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
-    tree, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        tree.append(pid)
-        stack.extend(child for child, parent in parents.items() if parent == pid)
-    return tree
 
 
 def rss_kib(pids: list[int]) -> int:
