@@ -24,18 +24,11 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from bench._proctree import process_tree
+from bench._proctree import process_tree, pss_kib
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {"web": re.compile(r"appliance web\b"), "zigbee": re.compile(r"appliance zigbee\b"),
             "net": re.compile(r"appliance net run\b")}
-
-
-def pss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return 0
 
 
 def command_line(pid: int) -> str:

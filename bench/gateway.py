@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from appliance.pipeline import Pipeline
 from appliance.protocols import enecsys, enecsys_gateway as protocol
 from appliance.settings import Settings, save
 from appliance.store import Store
+from bench._proctree import worker_pss_kib
 
 
 def lines_for(count: int) -> list[bytes]:
@@ -70,12 +70,6 @@ async def throughput(root: Path, count: int, garbage_clients: int) -> tuple[floa
         await asyncio.gather(*flooders, return_exceptions=True)
         await listener.close()
         store.close()
-
-
-def worker_pss_kib(arbiter: int) -> int:
-    (worker,) = Path(f"/proc/{arbiter}/task/{arbiter}/children").read_text().split()
-    text = Path(f"/proc/{worker}/smaps_rollup").read_text()
-    return int(re.search(r"^Pss:\s+(\d+) kB", text, re.M).group(1))
 
 
 def web_pss(root: Path, gateway_port: int | None) -> int:

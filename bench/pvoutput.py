@@ -11,7 +11,6 @@ the uploader makes at each status interval (statuses only while an inverter is o
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 from appliance.protocols import nep
 from appliance.settings import PvoutputSettings, Settings, load, save
 from appliance.store import Store
+from bench._proctree import worker_pss_kib
 
 SETTLE_SECONDS = 5.0
 
@@ -52,13 +52,6 @@ def seed(settings: Settings) -> None:
             body = nep.encode_i(serial=serial, model="bdm800", ac_power_w=300 + 20 * n + k, energy_today_wh=25 * k)
             store.record(nep.decode(body, model="bdm800", received_at=now - (30 - k) * 20))
     store.close()
-
-
-def worker_pss_kib(arbiter: int) -> int:
-    children = Path(f"/proc/{arbiter}/task/{arbiter}/children").read_text().split()
-    (worker,) = children
-    text = Path(f"/proc/{worker}/smaps_rollup").read_text()
-    return int(re.search(r"^Pss:\s+(\d+) kB", text, re.M).group(1))
 
 
 def measure(root: Path, pvoutput: dict | None) -> int:

@@ -168,10 +168,10 @@ class Store:
             self._local.db = db
         return db
 
-    def _write(self) -> "_Transaction":
+    def _write(self) -> writeback.transaction:
         if not self._registered:
             self._register()
-        return _Transaction(self._db)
+        return writeback.transaction(self._db)
 
     def _register(self) -> None:
         if self.autoflush:
@@ -200,7 +200,7 @@ class Store:
         identity = self.card.identity()
         if self._meta(db).get("card") == identity:
             return
-        with _Transaction(db):
+        with writeback.transaction(db):
             before = self._meta(db).get("card")
             if before == identity:
                 return
@@ -417,7 +417,7 @@ class Store:
             return any(name not in have for name in LEDGER_FIELDS)
 
         if missing():  # checked again inside the transaction: another process may be at it too
-            with _Transaction(db):
+            with writeback.transaction(db):
                 add_columns(db, "ledger", list(LEDGER_FIELDS), declared="REAL")
 
     def _advance_ledger(self, db: sqlite3.Connection, reading: Reading, ts: float) -> float:
@@ -500,7 +500,7 @@ class Store:
 
     def set_status(self, component: str, data: Mapping[str, Any]) -> None:
         """A service's live status (RAM only: heartbeats never reach the card)."""
-        with _Transaction(self._db) as db:
+        with writeback.transaction(self._db) as db:
             db.execute(
                 "INSERT INTO status VALUES (?,?,?) ON CONFLICT(component) DO UPDATE SET"
                 " timestamp=excluded.timestamp, data=excluded.data",
@@ -512,7 +512,7 @@ class Store:
         (in the database when the card takes writes, and in RAM)."""
         now = time.time() if now is None else now
         db = self._db
-        with _Transaction(db):
+        with writeback.transaction(db):
             db.execute("UPDATE meta SET value = ? WHERE key = 'last_compaction'", (now,))
         writeback.compact_ram(db, now, self.full_resolution_days, self.keep_days)
         try:
@@ -718,17 +718,3 @@ class Store:
             target.execute("DETACH DATABASE ram")
         finally:
             target.close()
-
-
-class _Transaction:
-    """``with store._write() as db``: one BEGIN IMMEDIATE ... COMMIT, rolled back on error."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

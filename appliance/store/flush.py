@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import sqlite3
 import threading
@@ -35,7 +34,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from appliance.store import history
 from appliance.store import journal as redo
