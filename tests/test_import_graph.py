@@ -1,4 +1,4 @@
-"""No import circle anywhere in ``appliance/``.
+"""No import circle anywhere in ``appliance/``, and no heavy library loaded by the command line itself.
 
 Every module's imports are read with ``ast``: module-level ones and those inside functions
 both count (a function-level import only delays a circle, it does not remove it); imports
@@ -130,3 +130,20 @@ def test_type_checking_imports_are_left_out():
 def test_no_import_circle_in_the_package():
     found = cycles(import_graph())
     assert not found, "import circles: " + "; ".join(" <-> ".join(group) for group in found)
+
+
+HEAVY = ("pyroute2", "zigpy", "zigpy_znp", "flask", "werkzeug", "gunicorn", "paho", "aiohttp", "jsonschema",
+         "prometheus_client")
+
+
+def test_the_command_line_loads_no_heavy_library_before_a_command_needs_it():
+    """Issue 15: every ``solargw`` command builds the whole parser; a library imported at the top of
+    a module it reads (pyroute2 through net.plan once) costs every command and service its time and
+    memory. Each service imports what it needs when it starts."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, appliance.cli as cli; cli.build_parser(); "
+             f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == [], f"imported by building the command line: {loaded}"
