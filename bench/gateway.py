@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 import sys
@@ -23,9 +22,10 @@ from pathlib import Path
 from appliance.gateway import GatewayListener
 from appliance.pipeline import Pipeline
 from appliance.protocols import enecsys, enecsys_gateway as protocol
-from appliance.settings import Settings, save
+from appliance.settings import Settings
 from appliance.store import Store
 from bench._proctree import worker_pss_kib
+from bench._web import running_web
 
 
 def lines_for(count: int) -> list[bytes]:
@@ -73,42 +73,29 @@ async def throughput(root: Path, count: int, garbage_clients: int) -> tuple[floa
 
 
 def web_pss(root: Path, gateway_port: int | None) -> int:
-    settings = Settings()
-    settings.data.dir = str(root / "data")
-    settings.mqtt.enabled = False
-    settings.admin.secret_key = "bench"
-    if gateway_port:
-        settings.gateway.enabled, settings.gateway.listen_addr, settings.gateway.port = True, "127.0.0.1", gateway_port
-    path = root / "solargw.toml"
-    save(settings, path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
-    process = subprocess.Popen([sys.executable, "-m", "appliance", "web", "--settings", str(path), "--bind",
-                                "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env=env, start_new_session=True)
-    try:
-        for line in process.stdout:
-            if "listening on" in line:
-                break
-        time.sleep(3)  # the worker has built the app (and the listener)
+    def adjust(settings: Settings) -> None:
         if gateway_port:
-            gateway = subprocess.Popen([sys.executable, "-m", "appliance", "simulate", "enecsys-gateway",
-                                        "--port", str(gateway_port), "--inverters", "3", "--interval", "1",
-                                        "--ping-interval", "1", "--start", "12:00"],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-            store = Store(root / "data")
-            deadline = time.monotonic() + 30
-            while len(store.latest()) < 3 and time.monotonic() < deadline:
-                time.sleep(0.2)
-            store.close()
-            time.sleep(2)
-            pss = worker_pss_kib(process.pid)
-            gateway.terminate()
-            gateway.wait(10)
-            return pss
-        return worker_pss_kib(process.pid)
-    finally:
-        process.terminate()
-        process.wait(15)
+            settings.gateway.enabled, settings.gateway.listen_addr, settings.gateway.port = (
+                True, "127.0.0.1", gateway_port)
+
+    with running_web(root, adjust) as (process, _path, env):
+        time.sleep(3)  # the worker has built the app (and the listener)
+        if not gateway_port:
+            return worker_pss_kib(process.pid)
+        gateway = subprocess.Popen([sys.executable, "-m", "appliance", "simulate", "enecsys-gateway",
+                                    "--port", str(gateway_port), "--inverters", "3", "--interval", "1",
+                                    "--ping-interval", "1", "--start", "12:00"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        store = Store(root / "data")
+        deadline = time.monotonic() + 30
+        while len(store.latest()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        store.close()
+        time.sleep(2)
+        pss = worker_pss_kib(process.pid)
+        gateway.terminate()
+        gateway.wait(10)
+        return pss
 
 
 def main() -> None:

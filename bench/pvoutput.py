@@ -10,10 +10,6 @@ the uploader makes at each status interval (statuses only while an inverter is o
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,9 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from appliance.protocols import nep
-from appliance.settings import PvoutputSettings, Settings, load, save
+from appliance.settings import PvoutputSettings, Settings
 from appliance.store import Store
 from bench._proctree import worker_pss_kib
+from bench._web import running_web
 
 SETTLE_SECONDS = 5.0
 
@@ -55,23 +52,12 @@ def seed(settings: Settings) -> None:
 
 
 def measure(root: Path, pvoutput: dict | None) -> int:
-    settings = Settings()
-    settings.data.dir = str(root / "data")
-    settings.mqtt.enabled = False
-    settings.admin.secret_key = "bench"
-    if pvoutput:
-        settings.pvoutput = PvoutputSettings(**pvoutput)
-    path = root / "solargw.toml"
-    save(settings, path)
-    seed(load(path, env={}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
-    process = subprocess.Popen([sys.executable, "-m", "appliance", "web", "--settings", str(path), "--bind",
-                                "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env=env, start_new_session=True)
-    try:
-        for line in process.stdout:
-            if "listening on" in line:
-                break
+    def adjust(settings: Settings) -> None:
+        if pvoutput:
+            settings.pvoutput = PvoutputSettings(**pvoutput)
+        seed(settings)
+
+    with running_web(root, adjust) as (process, _path, _env):
         deadline = time.monotonic() + 30
         while pvoutput and Taker.taken == 0:
             if time.monotonic() > deadline:
@@ -79,9 +65,6 @@ def measure(root: Path, pvoutput: dict | None) -> int:
             time.sleep(0.1)
         time.sleep(SETTLE_SECONDS)
         return worker_pss_kib(process.pid)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(15)
 
 
 def main() -> None:
