@@ -164,7 +164,7 @@ def _loaded_after(code: str) -> list[str]:
 
 def test_the_net_service_loads_only_the_netlink_it_uses():
     """Issue 15: ``from pyroute2 import IW`` runs pyroute2's ``__init__``, which imports every API
-    it has (~4.5 MiB of the net service's memory). The service's run path (its module, the interface
+    it has (~4 MiB of the net service's memory). The service's run path (its module, the interface
     through rtnetlink, the stations through nl80211) loads IPRoute and IW and none of the rest."""
     loaded = _loaded_after("import appliance.net.service, appliance.net.radio\n"
                            "from appliance.net import clients, interface\n"

@@ -3,7 +3,7 @@
 ``IPRoute`` (rtnetlink: links and addresses) and ``IW`` (nl80211: the radio and its stations).
 pyroute2's package ``__init__`` imports every API it has (NDB, IPDB, conntrack, ipset, IPVS,
 nftables, plan9...), and Python runs a package's ``__init__`` before any of its submodules: a
-plain ``from pyroute2 import IW`` costs the net service about 4.5 MiB and 25 ms for code it never
+plain ``from pyroute2 import IW`` costs the net service about 4 MiB and 25 ms for code it never
 runs. So the package is registered as a module without running its ``__init__``, and only the
 submodules these two live in are imported; they are pyroute2's own classes, used as usual.
 
