@@ -147,3 +147,48 @@ def test_the_command_line_loads_no_heavy_library_before_a_command_needs_it():
              f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
     assert loaded == [], f"imported by building the command line: {loaded}"
+
+
+PYROUTE2_UNUSED = ("pyroute2.ndb", "pyroute2.ipdb", "pyroute2.conntrack", "pyroute2.ipset", "pyroute2.ipvs",
+                   "pyroute2.nftables", "pyroute2.plan9")
+"""Imported by pyroute2's package ``__init__``, never used by the net service."""
+
+
+def _loaded_after(code: str) -> list[str]:
+    import subprocess
+    import sys
+
+    probe = f"import sys\n{code}\nprint(' '.join(m for m in {PYROUTE2_UNUSED!r} if m in sys.modules))"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_the_net_service_loads_only_the_netlink_it_uses():
+    """Issue 15: ``from pyroute2 import IW`` runs pyroute2's ``__init__``, which imports every API
+    it has (~4 MiB of the net service's memory). The service's run path (its module, the interface
+    through rtnetlink, the stations through nl80211) loads IPRoute and IW and none of the rest."""
+    loaded = _loaded_after("import appliance.net.service, appliance.net.radio\n"
+                           "from appliance.net import clients, interface\n"
+                           "assert interface.ipv4_addresses('lo') == ['127.0.0.1/8'], interface.ipv4_addresses('lo')\n"
+                           "clients.read_stations('lo')")
+    assert loaded == [], f"the net service imported {loaded}"
+
+
+def test_the_rest_of_pyroute2_still_imports_after_the_netlink_subset():
+    """The package is whole for the rest of the process: a name only its ``__init__`` defines runs
+    that ``__init__`` when first asked for."""
+    loaded = _loaded_after("import appliance.net.netlink as netlink\n"
+                           "from pyroute2 import NDB, IPRoute\n"
+                           "import pyroute2\n"
+                           "assert IPRoute is netlink.IPRoute and pyroute2.__version__ != 'unknown'")
+    assert "pyroute2.ndb" in loaded
+
+
+def test_another_pyroute2_layout_falls_back_to_the_whole_package():
+    loaded = _loaded_after("import appliance.net.netlink as netlink\n"
+                           "for name in [n for n in sys.modules if n.startswith('pyroute2')]:\n"
+                           "    del sys.modules[name]\n"
+                           "netlink.SUBMODULES = ('pyroute2.iproute', 'pyroute2.no_such_module')\n"
+                           "netlink._import_submodules()\n"
+                           "import pyroute2\n"
+                           "assert not hasattr(pyroute2, '__getattr__') and pyroute2.IW")
+    assert "pyroute2.ndb" in loaded

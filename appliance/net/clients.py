@@ -6,8 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IW
-from pyroute2.netlink.exceptions import NetlinkError
+from appliance.net.netlink import IW, NetlinkError
 
 
 @dataclass(frozen=True)

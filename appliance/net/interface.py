@@ -1,7 +1,8 @@
 """The access-point interface's link and address, through netlink (pyroute2); idempotent.
 
-pyroute2 is imported when used: every ``solargw`` command imports this module (``net``'s options
-come from ``net.plan``), and pyroute2 costs ~120 ms and a few MiB to the ones that do not need it.
+pyroute2 (:mod:`appliance.net.netlink`) is imported when used: every ``solargw`` command imports
+this module (``net``'s options come from ``net.plan``), and netlink costs the ones that do not need
+it ~60 ms and a few MiB.
 """
 from __future__ import annotations
 
@@ -23,8 +24,7 @@ def ensure_address(ifname: str, address: ipaddress.IPv4Interface) -> list[str]:
     Other IPv4 addresses on it are removed (the interface belongs to the access point, and an old
     address from a previous setting must go). Returns what was changed, empty when nothing was.
     """
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    from appliance.net.netlink import IPRoute, NetlinkError
 
     changes: list[str] = []
     with IPRoute() as ipr:
@@ -58,7 +58,7 @@ def ensure_address(ifname: str, address: ipaddress.IPv4Interface) -> list[str]:
 
 def local_addresses() -> list[IPAddress]:
     """Every address configured on this host (namespace), any interface."""
-    from pyroute2 import IPRoute
+    from appliance.net.netlink import IPRoute
 
     with IPRoute() as ipr:
         return [ipaddress.ip_address(msg.get("address")) for msg in ipr.addr("dump") if msg.get("address")]
@@ -66,7 +66,7 @@ def local_addresses() -> list[IPAddress]:
 
 def other_interfaces(exclude: str) -> list[str]:
     """Interface names other than loopback and ``exclude`` (the LAN side, for LAN DNS mode)."""
-    from pyroute2 import IPRoute
+    from appliance.net.netlink import IPRoute
 
     with IPRoute() as ipr:
         names = [link.get("ifname") for link in ipr.link("dump")]
@@ -75,8 +75,7 @@ def other_interfaces(exclude: str) -> list[str]:
 
 def ipv4_addresses(ifname: str) -> list[str]:
     """The IPv4 addresses (with prefix length) on ``ifname``; empty when it has none or is gone."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    from appliance.net.netlink import IPRoute, NetlinkError
 
     try:
         with IPRoute() as ipr:

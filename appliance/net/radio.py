@@ -6,12 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import IW
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
-from pyroute2.netlink.nl80211 import IFTYPE_NAMES, NL80211_NAMES, nl80211cmd
-
 from appliance.net.follow import Sighting
+from appliance.net.netlink import IFTYPE_NAMES, IW, NL80211_NAMES, NLM_F_DUMP, NLM_F_REQUEST, NetlinkError, nl80211cmd
 
 _IFTYPE_BY_NUMBER = {number: name for name, number in IFTYPE_NAMES.items()}
 
