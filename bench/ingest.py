@@ -64,7 +64,7 @@ def serve_receiver_only() -> None:
 
     sock = open_listener("127.0.0.1:0")
     loop = LoopThread()
-    loop.run(Receiver(lambda post: None, None).start([sock]))
+    loop.run(Receiver(lambda posts: None, None).start([sock]))
     print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}/", flush=True)
     loop.thread.join()
 

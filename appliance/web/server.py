@@ -120,16 +120,16 @@ class Listeners:
 def start_listeners(services: Any, public: list[socket.socket], upstream: str | None) -> Listeners:
     """Start the worker's event-loop listeners (after the fork): the front receiver on the public
     sockets, passing what is not an inverter's to the UI server at ``upstream``."""
-    from appliance.web.ingest import accept
+    from appliance.web.ingest import accept_all
     from appliance.web.receiver import Receiver
 
     checked = [0.0]
 
-    def ingest(post: Any) -> None:  # on the ingest thread
-        if post.received - checked[0] >= SETTINGS_CHECK_SECONDS:  # a stat() at most once a second
-            checked[0] = post.received
+    def ingest(posts: list[Any]) -> None:  # on the ingest thread: the reports queued, in one go
+        if posts[0].received - checked[0] >= SETTINGS_CHECK_SECONDS:  # a stat() at most once a second
+            checked[0] = posts[0].received
             services.follow_settings_file()
-        accept(services, post)
+        accept_all(services, posts)
 
     thread = LoopThread()
     receiver = Receiver(ingest, upstream)
