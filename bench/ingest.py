@@ -35,6 +35,7 @@ from appliance.sim import nep_inverters
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+RAM_FS = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
 # --- the seed-like receiver (run in its own process: ``python -m bench.ingest --seed-server``) ---
@@ -159,9 +160,11 @@ def main() -> None:
     print(f"ingest: {packets} POSTs of 45-byte /i.php bodies from {len(fleet)} simulated inverters, "
           f"{threads} client threads, a new connection per POST (as inverters do); {os.cpu_count()} CPUs")
     print(f"  {'receiver':<32} {'packets/s':>10} {'CPU ms/packet':>14}")
-    with tempfile.TemporaryDirectory() as tmp:
+    # The working copy on a RAM file system, as on the appliance (/run/solargw), not on this disk.
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(dir=RAM_FS) as ram:
         settings = Path(tmp) / "solargw.toml"
-        settings.write_text(f'[data]\ndir = "{tmp}/data"\nmax_inverters = 1000\nnew_inverters_per_hour = 1000\n'
+        settings.write_text(f'[data]\ndir = "{tmp}/data"\nram_dir = "{ram}"\nmax_inverters = 1000\n'
+                            f'new_inverters_per_hour = 1000\n'
                             f'[mqtt]\nenabled = false\n[admin]\nsecret_key = "bench"\n')
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
         web, web_url = start([sys.executable, "-m", "appliance", "web", "--settings", str(settings),
