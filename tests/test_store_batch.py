@@ -119,3 +119,13 @@ def test_published_once_committed(tmp_path):
     assert published == [(T0, 2), (T0 + 300, 2)]  # each seen by another connection when published
     pipeline.handle(nep_reading(timestamp=T0 + 600, today_wh=130.0))  # no batch: at once
     assert published[-1] == (T0 + 600, 3)
+
+
+def test_the_change_log_stays_bounded_whatever_the_batches(tmp_path):
+    store = Store(tmp_path, autoflush=False)
+    for start in range(0, 2600, 7):  # batches of 7 inverters: the 100-row marks fall inside batches
+        with store.batch():
+            for serial in range(start, start + 7):
+                store.record(nep_reading(f"{serial:08x}", timestamp=T0))
+    kept = store._db.execute("SELECT COUNT(*), MAX(id) FROM changes").fetchone()
+    assert kept[1] == 2604 and 2000 <= kept[0] <= 2100

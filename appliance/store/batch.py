@@ -108,9 +108,14 @@ class Batch:
             db.executemany(
                 "INSERT INTO counters VALUES (?,?,?) ON CONFLICT(name, family) DO UPDATE SET value = value + excluded.value",
                 [(name, family, n) for (name, family), n in self._counters.items()])
-        for serial, ts in self._changed.items():
-            newest = db.execute("INSERT INTO changes (serial, timestamp) VALUES (?,?)", (serial, ts)).lastrowid
-            if newest % 100 == 0:
+        if self._changed:
+            insert, rows = "INSERT INTO changes (serial, timestamp) VALUES (?,?)", list(self._changed.items())
+            if len(rows) == 1:
+                newest = db.execute(insert, rows[0]).lastrowid
+            else:
+                db.executemany(insert, rows)
+                newest = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+            if newest // 100 != (newest - len(rows)) // 100:  # every 100 rows
                 db.execute("DELETE FROM changes WHERE id <= ?", (newest - CHANGES_KEPT,))
         if self._marked:
             # Last: the triggers that note changed rows (``schema.RAM``) read ``changes``.

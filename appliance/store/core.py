@@ -465,13 +465,15 @@ class Store:
         new, delta = advance(state, reading.energy, ts)  # type: ignore[arg-type]
         if new != state or stored is None:
             db.execute(self._LEDGER_WRITE, (serial, *(getattr(new, name) for name in LEDGER_FIELDS)))
+        day_wh = day_wh or 0.0
         if delta > 0:
-            day_wh = db.execute(
-                "INSERT INTO energy_days VALUES (?,?,?) ON CONFLICT(serial, day) DO UPDATE SET wh = wh + excluded.wh"
-                " RETURNING wh", (serial, day, delta)).fetchone()[0]
+            db.execute(
+                "INSERT INTO energy_days VALUES (?,?,?) ON CONFLICT(serial, day) DO UPDATE SET wh = wh + excluded.wh",
+                (serial, day, delta))
+            day_wh += delta
         if resumed:
             db.execute("DELETE FROM resumed WHERE serial = ?", (serial,))
-        return delta, new.total_wh, day_wh or 0.0
+        return delta, new.total_wh, day_wh
 
     def reject(
         self,

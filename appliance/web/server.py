@@ -21,6 +21,7 @@ runs a loop of its own, started by ``Services.start_gateway``.)
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import resource
 import shutil
@@ -200,6 +201,10 @@ class WebServer(BaseApplication):
         services = worker.wsgi.extensions["solargw"]
         services.publisher  # noqa: B018 - the MQTT publisher connects now, not at the first inverter post
         worker.solargw_listeners = start_listeners(services, self.public, self.upstream)
+        # Everything made so far (the app, its modules) lives as long as the worker: out of the
+        # collector's sight, so that its full passes, every few thousand reports, stay short.
+        gc.collect()
+        gc.freeze()
 
     def load(self):
         from appliance.web.app import create_app
