@@ -6,7 +6,8 @@ started side by side in one run:
 
 - ``solargw web``: the front receiver (asyncio, in gunicorn's worker) reads the inverter's
   request itself and hands it to the ingest thread: full decode, SQLite store (latest,
-  history, energy ledger, counters), then the timestamp reply (gunicorn + Flask, behind it,
+  history, energy ledger, counters; the working copy on a RAM file system, ``/dev/shm``, as the
+  appliance has it in ``/run/solargw``), then the timestamp reply (gunicorn + Flask, behind it,
   only serve the UI);
 - a minimal stdlib ``http.server`` doing only the seed server's work: the
   serial from bytes 19-22 and byte 26 times 3.19 into a dict, then a reply;
