@@ -32,10 +32,23 @@ result() {
 }
 
 modprobe mac80211_hwsim radios=2 || { detail="modprobe failed"; result; exit 1; }
-wait_for 30 test -e /sys/class/net/wlan1 || { detail="no wlan1"; result; exit 1; }
-phy=$(cat /sys/class/net/wlan1/phy80211/name)
+wait_for 30 test -e /sys/class/net/wlan0/phy80211 -a -e /sys/class/net/wlan1/phy80211 \
+    || { detail="no wlan0 and wlan1"; result; exit 1; }
+links() { printf 'host: %s; %s: %s' "$(ip -br link | tr '"\n' "' ")" $NS "$(ip -n $NS -br link | tr '"\n' "' ")"; }
+in_namespace() { ip -n $NS -br link | awk '$1 ~ /^wlan/ {sub(/@.*/, "", $1); print $1; exit}'; }
+# The client's radio is whichever is not wlan0's; its interface is what arrives in the namespace.
+# Its wlan1 first stays beside the appliance's for two of solargw-net's settings refreshes (5 s
+# each): a station on another radio is not the upstream Wi-Fi's and must survive them (it once
+# was deleted, as a USB Wi-Fi adapter's would have been).
+sleep 12
+test -e /sys/class/net/wlan1 || { detail="wlan1 was deleted while upstream Wi-Fi is off: $(links)"; result; exit 1; }
+ap_phy=$(cat /sys/class/net/wlan0/phy80211/name)
+phy=$(ls /sys/class/ieee80211 | grep -v -x -F "$ap_phy" | head -n 1)
 ip netns add $NS
-iw phy "$phy" set netns name $NS
+moved=$(iw phy "$phy" set netns name $NS 2>&1)
+wait_for 10 sh -c "ip -n $NS -br link | grep -q '^wlan'"
+CLIENT=$(in_namespace)
+[ -n "$CLIENT" ] || { detail="$phy did not move into $NS: $moved; $(links)"; result; exit 1; }
 ip -n $NS link set lo up
 
 # hostapd is wanted by wlan0's device unit: it starts by itself.
@@ -64,7 +77,7 @@ network={
     key_mgmt=WPA-PSK
 }
 EOF
-    ip netns exec $NS wpa_supplicant -B -i wlan1 -c "$RUN/$2.conf" -P "$RUN/$2.pid" -f "$RUN/$2.log"
+    ip netns exec $NS wpa_supplicant -B -i $CLIENT -c "$RUN/$2.conf" -P "$RUN/$2.pid" -f "$RUN/$2.log"
 }
 state() {
     ip netns exec $NS wpa_cli -p "$RUN/ctrl-$1" status 2>/dev/null | sed -n 's/^wpa_state=//p'
@@ -96,8 +109,8 @@ chmod 755 "$UDHCPC_SCRIPT"
 join "$PASSPHRASE" good
 if wait_for 60 sh -c "[ \"\$(ip netns exec $NS wpa_cli -p $RUN/ctrl-good status 2>/dev/null | sed -n 's/^wpa_state=//p')\" = COMPLETED ]"; then
     ok_assoc=true
-    if ip netns exec $NS udhcpc -i wlan1 -n -q -t 10 -T 3 -s "$UDHCPC_SCRIPT" >"$RUN/udhcpc.log" 2>&1; then
-        lease_ip=$(ip -n $NS -4 -o addr show dev wlan1 | awk '{print $4}' | cut -d/ -f1)
+    if ip netns exec $NS udhcpc -i $CLIENT -n -q -t 10 -T 3 -s "$UDHCPC_SCRIPT" >"$RUN/udhcpc.log" 2>&1; then
+        lease_ip=$(ip -n $NS -4 -o addr show dev $CLIENT | awk '{print $4}' | cut -d/ -f1)
         [ -n "$lease_ip" ] && ok_lease=true
         # A lookup the moment the lease arrives may race dnsmasq's socket: retry for a while.
         lookup() { dns_answer=$(ip netns exec $NS getent ahostsv4 www.nepviewer.net | awk 'NR==1{print $1}'); }
@@ -124,10 +137,10 @@ if wait_for 60 sh -c "[ \"\$(ip netns exec $NS wpa_cli -p $RUN/ctrl-good status 
         detail="no DHCP lease: $(tr '"\n' "' " < "$RUN/udhcpc.log" | cut -c1-300)"
     fi
 else
-    detail="no association: $(tail -n 15 "$RUN/good.log" | tr '"\n' "' " | cut -c1-600)"
+    detail="no association: $(tail -n 15 "$RUN/good.log" | tr '"\n' "' " | cut -c1-600); $(links)"
 fi
 stop_supplicant good
-ip -n $NS addr flush dev wlan1
+ip -n $NS addr flush dev $CLIENT
 
 join "wrong-passphrase-123" bad
 sleep 20

@@ -358,6 +358,20 @@ def test_a_dying_supplicant_is_restarted_with_backoff_and_switching_off_removes_
     assert wifi.status() == {"enabled": False}
 
 
+def test_switched_off_it_leaves_a_station_on_another_radio_alone(tmp_path, fake_radio):
+    # A USB Wi-Fi adapter's wlan1 (or the image test's second hwsim radio) is not the station this
+    # service adds on the access point's radio: the settings refresh must never delete it.
+    fake_radio.found["wlan1"] = radio.WifiInterface("wlan1", 5, 1, "station", None)
+    wifi = upstream.UpstreamWifi(tmp_path, "wpa_supplicant", hostapd_ctrl=tmp_path)
+    off = dataclasses.replace(upstream_settings(), upstream_wifi=UpstreamWifiSettings(enabled=False))
+    for _ in range(3):
+        wifi.apply(off)
+    assert "wlan1" in fake_radio.found
+    fake_radio.found["wlan1"] = radio.WifiInterface("wlan1", 5, 0, "station", None)  # on the AP's radio
+    wifi.apply(off)  # a station left on the access point's radio by an earlier run is removed
+    assert "wlan1" not in fake_radio.found
+
+
 def test_the_follower_moves_the_access_point_then_hurries_the_station(tmp_path, fake_radio):
     server = FakeHostapd(tmp_path)
     binary = stand_in_supplicant(tmp_path, [])

@@ -134,9 +134,13 @@ class UpstreamWifi:
             raise radio.RadioError(f"{name} exists but is a Wi-Fi {found[name].kind} interface, not a station")
 
     def _remove_interface(self, name: str) -> None:
+        """Remove the station ``name`` if it is the one this service adds: on the access point's
+        radio. A station of the same name on another radio (a USB Wi-Fi adapter) is not ours."""
         try:
             found = radio.interfaces()
-            if name in found and found[name].kind == "station" and name != self.ap_interface:
+            ap = found.get(self.ap_interface)
+            if (name in found and found[name].kind == "station" and name != self.ap_interface
+                    and ap is not None and found[name].phy == ap.phy):
                 radio.delete_interface(name)
                 log.info("removed the Wi-Fi client interface %s", name)
         except radio.RadioError as exc:
