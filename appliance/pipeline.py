@@ -43,7 +43,8 @@ class Pipeline:
 
     def handle(self, reading: Reading, source: str = "") -> Recorded | None:
         """Record and publish a reading; a frame that failed its checksum is rejected instead.
-        Either way the packet costs one database transaction."""
+        Either way the packet costs one database transaction, or joins the store's open batch
+        (``Store.batch``: then it is published once the batch is committed)."""
         if not reading.checksum_ok:
             self.store.reject(
                 frame=reading.frame, family=reading.family, source=source,
@@ -58,11 +59,14 @@ class Pipeline:
             return None
         recorded = self.store.record(reading, source=source, also_count=RECEIVED)
         if self.publisher is not None:
-            try:
-                self.publisher.publish(recorded)
-            except Exception:  # a publisher bug must not lose the stored reading
-                log.exception("publishing %s failed", reading.serial)
+            self.store.after_commit(lambda: self._publish(recorded))  # inside a batch: once it is committed
         return recorded
+
+    def _publish(self, recorded: Recorded) -> None:
+        try:
+            self.publisher.publish(recorded)  # type: ignore[union-attr]
+        except Exception:  # a publisher bug must not lose the stored reading
+            log.exception("publishing %s failed", recorded.reading.serial)
 
     def reject(self, frame: bytes, family: str | None, source: str, reason: str,
                timestamp: float | None = None, also_count: tuple[str, ...] = ()) -> None:

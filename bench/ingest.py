@@ -6,7 +6,8 @@ started side by side in one run:
 
 - ``solargw web``: the front receiver (asyncio, in gunicorn's worker) reads the inverter's
   request itself and hands it to the ingest thread: full decode, SQLite store (latest,
-  history, energy ledger, counters), then the timestamp reply (gunicorn + Flask, behind it,
+  history, energy ledger, counters; the working copy on a RAM file system, ``/dev/shm``, as the
+  appliance has it in ``/run/solargw``), then the timestamp reply (gunicorn + Flask, behind it,
   only serve the UI);
 - a minimal stdlib ``http.server`` doing only the seed server's work: the
   serial from bytes 19-22 and byte 26 times 3.19 into a dict, then a reply;
@@ -35,6 +36,7 @@ from appliance.sim import nep_inverters
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+RAM_FS = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
 # --- the seed-like receiver (run in its own process: ``python -m bench.ingest --seed-server``) ---
@@ -64,7 +66,7 @@ def serve_receiver_only() -> None:
 
     sock = open_listener("127.0.0.1:0")
     loop = LoopThread()
-    loop.run(Receiver(lambda post: None, None).start([sock]))
+    loop.run(Receiver(lambda posts: None, None).start([sock]))
     print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}/", flush=True)
     loop.thread.join()
 
@@ -159,9 +161,11 @@ def main() -> None:
     print(f"ingest: {packets} POSTs of 45-byte /i.php bodies from {len(fleet)} simulated inverters, "
           f"{threads} client threads, a new connection per POST (as inverters do); {os.cpu_count()} CPUs")
     print(f"  {'receiver':<32} {'packets/s':>10} {'CPU ms/packet':>14}")
-    with tempfile.TemporaryDirectory() as tmp:
+    # The working copy on a RAM file system, as on the appliance (/run/solargw), not on this disk.
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(dir=RAM_FS) as ram:
         settings = Path(tmp) / "solargw.toml"
-        settings.write_text(f'[data]\ndir = "{tmp}/data"\nmax_inverters = 1000\nnew_inverters_per_hour = 1000\n'
+        settings.write_text(f'[data]\ndir = "{tmp}/data"\nram_dir = "{ram}"\nmax_inverters = 1000\n'
+                            f'new_inverters_per_hour = 1000\n'
                             f'[mqtt]\nenabled = false\n[admin]\nsecret_key = "bench"\n')
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
         web, web_url = start([sys.executable, "-m", "appliance", "web", "--settings", str(settings),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import sqlite3
 import threading
 import time
 from datetime import datetime
@@ -187,6 +188,48 @@ def test_appliance_status_is_what_the_store_knows_now_and_a_report_asks_for_it(s
     assert publisher.refreshes == 2  # the publisher reads appliance_status() on its own thread
     # Both readings wait for the next write to the card (within the loss window).
     assert svc.appliance_status() == {"inverters": 2, "wifi": "running", "storage": "ok", "storage_queued": 2}
+
+
+def test_one_bad_report_in_a_batch_loses_none_of_the_others(settings, store, monkeypatch):
+    """The ingest thread stores the reports it takes in one transaction (``accept_all``): a report
+    whose write fails half-way breaks that transaction, and every other report is stored all the
+    same, each once (counted once, published once), malformed ones kept as rejected frames."""
+    publisher = RecordingPublisher()
+    svc = create_app(settings, store, publisher=publisher).extensions["solargw"]
+    bdm800, bdm1200 = bytes.fromhex(NEP_BDM800["hex"]), bytes.fromhex(NEP_BDM1200_T["hex"])
+    broken_serial = NEP_BDM800["serial"]
+    record = store.record
+
+    def record_failing_half_way(reading, **kwargs):
+        with store._write():  # (its own transaction alone, or the batch's)
+            recorded = record(reading, **kwargs)
+            if reading.serial == broken_serial:
+                raise sqlite3.OperationalError("disk I/O error")
+            return recorded
+
+    monkeypatch.setattr(store, "record", record_failing_half_way)
+    now = time.time()
+    bodies = [BDM400, GARBAGE["truncated"], bdm800, bdm1200]
+    ingest.accept_all(svc, [ingest.InverterPost("/i.php", "10.42.0.77", body, now) for body in bodies])
+    assert set(store.latest()) == {NEP_BDM400["serial"], NEP_BDM1200_T["serial"]}
+    assert [r.reading.serial for r in publisher.published] == [NEP_BDM400["serial"], NEP_BDM1200_T["serial"]]
+    counters = store.counters()
+    assert counters[("packets_received", "nep")] == 3  # the broken one's count went with its write
+    assert counters[("readings_recorded", "nep")] == 2 and counters[("packets_rejected", "nep")] == 1
+    assert [r.frame_hex for r in store.rejected()] == [GARBAGE["truncated"].hex()]
+    assert len(store.history(NEP_BDM400["serial"], now - 1, now + 1)) == 1
+
+
+def test_a_batch_of_good_reports_is_one_transaction(settings, store):
+    svc = create_app(settings, store).extensions["solargw"]
+    ingest.accept(svc, ingest.InverterPost("/i.php", "10.42.0.77", BDM400, time.time()))  # opens the connection
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    bodies = [bytes.fromhex(v["hex"]) for v in VECTORS] + [GARBAGE["random"]]
+    ingest.accept_all(svc, [ingest.InverterPost("/i.php", "10.42.0.77", body, time.time()) for body in bodies])
+    assert statements.count("BEGIN IMMEDIATE") == 1 and statements.count("COMMIT") == 1
+    assert store.counters()[("packets_received", "nep")] == 1 + len(bodies)
+    assert len(store.latest()) == len(VECTORS)
 
 
 def test_timestamp_reply_orders_year_month_day():

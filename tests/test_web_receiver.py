@@ -62,6 +62,11 @@ class UpstreamHandler(socketserver.StreamRequestHandler):
 class Front:
     def __init__(self, tmp_path: Path, ingest_delay: float = 0.0, max_connections: int = 256) -> None:
         self.posts: list[InverterPost] = []
+        self.batches: list[int] = []
+        self.hold = threading.Event()  # ingest waits for it (set: at once)
+        self.hold.set()
+        self.inside = threading.Event()
+        self.ingested: list[float] = []
         self.delay = ingest_delay
         self.upstream = Upstream(str(tmp_path / "ui.sock"))
         threading.Thread(target=self.upstream.serve_forever, daemon=True).start()
@@ -71,9 +76,14 @@ class Front:
         self.receiver = Receiver(self.ingest, str(tmp_path / "ui.sock"), max_connections=max_connections)
         self.loop.run(self.receiver.start([self.sock]))
 
-    def ingest(self, post: InverterPost) -> None:
-        time.sleep(self.delay)
-        self.posts.append(post)
+    def ingest(self, posts: list[InverterPost]) -> None:
+        self.inside.set()
+        self.hold.wait()
+        self.batches.append(len(posts))
+        for post in posts:
+            time.sleep(self.delay)
+            self.posts.append(post)
+        self.ingested.append(time.monotonic())
 
     def close(self) -> None:
         self.loop.run(self.receiver.close())
@@ -154,6 +164,33 @@ def test_a_slow_store_never_holds_the_reply(tmp_path):
         assert is_timestamp(reply) and took < receiver_module.REPLY_SECONDS + 0.5
         time.sleep(3.2)
         assert slow.posts and slow.posts[0].body == BDM400  # stored all the same, after the reply
+
+
+def test_reports_that_wait_are_taken_together_and_each_answered_once_stored(front):
+    """While the ingest thread is busy, reports queue; it takes them in one go (one store transaction
+    in the service) and each reply goes out only after that batch's ingest returned."""
+    front.hold.clear()  # the first report's ingest is slow
+    first = threading.Thread(target=front.exchange, args=(INVERTER_REQUEST,))
+    first.start()
+    assert front.inside.wait(5)
+    answered: list[float] = []
+
+    def client() -> None:
+        reply, _ = front.exchange(INVERTER_REQUEST)
+        assert is_timestamp(reply)
+        answered.append(time.monotonic())
+
+    clients = [threading.Thread(target=client) for _ in range(5)]
+    for thread in clients:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while front.receiver.pending < 6 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    front.hold.set()
+    for thread in [first, *clients]:
+        thread.join()
+    assert front.batches == [1, 5] and len(answered) == 5
+    assert min(answered) >= front.ingested[1]
 
 
 def test_a_header_trickle_is_cut_at_the_deadline_and_the_report_kept(front, monkeypatch):

@@ -45,12 +45,13 @@ import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from appliance.energy import LEDGER_FIELDS, LedgerState, advance
 from appliance.pvoutput.api import Status
 from appliance.reading import Reading
 from appliance.store import codec, history, flush as writeback
+from appliance.store.batch import CHANGES_KEPT, Batch, BatchFailed
 from appliance.store.card import Card, StoreError
 from appliance.store.journal import Journal
 from appliance.store.records import InverterInfo, LatestReading, Recorded, RejectedFrame, StoreHealth
@@ -66,7 +67,6 @@ log = logging.getLogger("appliance.store")
 FLUSH_SECONDS = 300
 HISTORY_SECONDS = 300
 REJECTED_KEPT = 500
-CHANGES_KEPT = 2000
 QUEUE_LIMIT = 20_000
 """Readings waiting for the card, at most (~450 bytes each in RAM). Past it the queue is thinned
 to what the card would keep anyway (one per inverter per ``history_seconds``: three days of the
@@ -79,8 +79,11 @@ SEEDED = ("inverters", "ledger", "latest", "counters", "rejected", "pvoutput_que
 """Tables the working copy starts from, whole, when it is made (after a reboot)."""
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), default=list).encode
+
+
 def _json(value: Mapping[str, Any]) -> str:
-    return json.dumps(dict(value), separators=(",", ":"), default=list)
+    return _encode(value if type(value) is dict else dict(value))
 
 
 def local_day(timestamp: float) -> str:
@@ -168,10 +171,31 @@ class Store:
             self._local.db = db
         return db
 
-    def _write(self) -> writeback.transaction:
-        if not self._registered:
-            self._register()
-        return writeback.transaction(self._db)
+    def _write(self, *, register: bool = True) -> Batch:
+        """This thread's open batch, or a new one (``with store._write() as batch:``)."""
+        batch = getattr(self._local, "batch", None)
+        if batch is None:
+            if register and not self._registered:
+                self._register()
+            local = self._local
+            batch = local.batch = Batch(self._db, lambda: setattr(local, "batch", None))
+        return batch
+
+    def batch(self) -> Batch:
+        """``with store.batch():`` every write on this thread inside is one transaction of the working
+        copy (:mod:`appliance.store.batch`): a burst of reports costs one. A write that fails inside
+        breaks the batch: nothing of it is committed and :class:`BatchFailed` is raised at its end
+        (write the items one by one then)."""
+        return self._write()
+
+    def after_commit(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` once this thread's open batch is committed (never if it is rolled back);
+        at once when none is open."""
+        batch = getattr(self._local, "batch", None)
+        if batch is None:
+            callback()
+        else:
+            batch.after_commit(callback)
 
     def _register(self) -> None:
         if self.autoflush:
@@ -307,16 +331,6 @@ class Store:
     def _meta(self, db: sqlite3.Connection | None = None) -> dict[str, Any]:
         return writeback.read_meta(db or self._db)
 
-    @staticmethod
-    def _mark(db: sqlite3.Connection, *, urgent_by: float | None = None) -> None:
-        """Note an unwritten change (the flusher journals it within ``flush_seconds``), at the end of
-        the transaction that made it (the triggers that note changed rows read ``changes``)."""
-        db.execute("UPDATE meta SET value = COALESCE(value, ?) WHERE key IN ('dirty_since', 'unmaterialized_since')",
-                   (time.time(),))
-        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'changes'")
-        if urgent_by is not None:  # a user's edit: on the card within a tick
-            db.execute("UPDATE meta SET value = MIN(value, ?) WHERE key = 'dirty_since'", (urgent_by,))
-
     def health(self) -> StoreHealth:
         """Whether the card takes the writes, and what waits for it (every service sees the same: it
         lives in the working copy)."""
@@ -330,57 +344,64 @@ class Store:
             commits=int(meta.get("commits") or 0))
 
     # -- writing ---------------------------------------------------------------------------
+    # Each write joins this thread's batch (``batch``): what it does once per transaction (counters,
+    # the change log, ``_mark``: noting that the card has something to get) it asks of the batch.
     def record(self, reading: Reading, source: str = "", also_count: tuple[str, ...] = ()) -> Recorded:
         """Store one decoded reading: inverter, latest, history and the energy ledger, atomically.
 
         ``also_count`` names counters (of the reading's family) bumped in the same transaction:
-        one transaction per packet (in RAM; the card gets them in the next group commit)."""
+        one transaction per packet, or per batch (in RAM; the card gets them in the next group commit)."""
         if not reading.checksum_ok:
             raise ValueError(f"refusing a frame that failed its checksum (serial {reading.serial})")
-        ts = reading.timestamp
-        delta = 0.0
-        with self._write() as db:
-            self._upsert_inverter(db, reading)
+        ts, serial = reading.timestamp, reading.serial
+        delta, info = 0.0, None
+        with self._write() as batch:
+            db = batch.db
+            inverter = self._upsert_inverter(db, reading)
             if reading.energy is not None:
-                self._load_day(db, reading.serial, local_day(ts))
-                delta = self._advance_ledger(db, reading, ts)
-                db.execute("DELETE FROM resumed WHERE serial = ?", (reading.serial,))
+                day = local_day(ts)
+                delta, lifetime_wh, day_wh = self._advance_ledger(db, reading, ts, day)
+                if day == local_day(time.time()):  # (else: around midnight, asked below)
+                    info = InverterInfo(**inverter, lifetime_wh=lifetime_wh, energy_today_wh=day_wh)
             if reading.kind in ("report", "alarm"):
-                fields, raw = _json(reading.fields), _json(reading.raw)
+                fields = _json(reading.fields)
                 db.execute(
                     "INSERT INTO latest VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(serial) DO UPDATE SET"
                     " timestamp=excluded.timestamp, kind=excluded.kind, model=excluded.model,"
                     " model_guessed=excluded.model_guessed, fields=excluded.fields, raw=excluded.raw,"
                     " frame=excluded.frame, source=excluded.source WHERE excluded.timestamp >= latest.timestamp",
-                    (reading.serial, ts, reading.kind, reading.model, int(reading.model_guessed),
-                     fields, raw, reading.frame.hex(), source),
+                    (serial, ts, reading.kind, reading.model, int(reading.model_guessed),
+                     fields, _json(reading.raw), reading.frame.hex(), source),
                 )
                 queued = db.execute(
                     "INSERT INTO recent (serial, timestamp, kind, fields, frame) VALUES (?,?,?,?,?)",
-                    (reading.serial, ts, reading.kind, fields, reading.frame),
+                    (serial, ts, reading.kind, fields, reading.frame),
                 ).lastrowid
                 if queued % 100 == 0:
-                    self._bound_queue(db)
+                    self._bound_queue(batch)
             for name in ("readings_recorded", *also_count):
-                self._bump(db, name, reading.family)
-            self._changed(db, reading.serial, ts)
-            self._mark(db)
-            inverter = self._inverter(db, reading.serial)
-        assert inverter is not None
-        return Recorded(reading, inverter, inverter.lifetime_wh, inverter.energy_today_wh, delta)
+                batch.bump(name, reading.family)
+            batch.changed(serial, ts)
+            batch.mark()
+            if info is None:
+                info = self._inverter(db, serial)
+        assert info is not None
+        return Recorded(reading, info, info.lifetime_wh, info.energy_today_wh, delta)
 
-    def _load_day(self, db: sqlite3.Connection, serial: str, day: str) -> None:
-        """Bring the card's energy row of ``day`` into the working copy before adding to it (the
-        working copy keeps only today's and yesterday's once written)."""
-        if db.execute("SELECT 1 FROM energy_days WHERE serial=? AND day=?", (serial, day)).fetchone():
-            return
+    def _day_row(self, db: sqlite3.Connection, serial: str, day: str) -> float | None:
+        """The energy of ``serial`` on ``day``: brought from the card into the working copy before
+        adding to it (the working copy keeps only today's and yesterday's once written); None when
+        there is none yet."""
         row = self.card.connection().execute(
             "SELECT * FROM energy_days WHERE serial=? AND day=?", (serial, day)).fetchone()
-        if row is not None:
-            db.execute(f"INSERT INTO energy_days ({', '.join(row.keys())}) VALUES ({', '.join('?' * len(row))})",
-                       tuple(row))
+        if row is None:
+            return None
+        db.execute(f"INSERT INTO energy_days ({', '.join(row.keys())}) VALUES ({', '.join('?' * len(row))})",
+                   tuple(row))
+        return row["wh"]
 
-    def _bound_queue(self, db: sqlite3.Connection) -> None:
+    def _bound_queue(self, batch: Batch) -> None:
+        db = batch.db
         queued = db.execute("SELECT COUNT(*) FROM recent WHERE state < 2").fetchone()[0]
         if queued <= self.queue_limit:
             return
@@ -394,19 +415,23 @@ class Store:
         if excess > 0:
             db.execute("DELETE FROM recent WHERE id IN (SELECT id FROM recent WHERE state < 2 ORDER BY id LIMIT ?)",
                        (excess,))
-            self._bump(db, "readings_dropped", "all", excess)
+            batch.bump("readings_dropped", "all", excess)
             log.error("the card has taken no writes for long: %d queued readings dropped (the oldest)", excess)
 
-    def _upsert_inverter(self, db: sqlite3.Connection, reading: Reading) -> None:
+    def _upsert_inverter(self, db: sqlite3.Connection, reading: Reading) -> dict[str, Any]:
+        """The inverter's row after the reading (``InverterInfo``'s fields but the energy)."""
         firmware = str(reading.fields.get("firmware", "")) if reading.kind == "info" else ""
-        db.execute(
+        row = db.execute(
             "INSERT INTO inverters (serial, family, model, firmware, first_seen, last_seen)"
             " VALUES (?,?,?,?,?,?) ON CONFLICT(serial) DO UPDATE SET"
             " model = CASE WHEN excluded.model != '' THEN excluded.model ELSE inverters.model END,"
             " firmware = CASE WHEN excluded.firmware != '' THEN excluded.firmware ELSE inverters.firmware END,"
-            " last_seen = MAX(inverters.last_seen, excluded.last_seen), removed = 0",
+            " last_seen = MAX(inverters.last_seen, excluded.last_seen), removed = 0"
+            " RETURNING serial, family, model, model_setting, name, firmware, first_seen, last_seen",
             (reading.serial, reading.family, reading.model, firmware, reading.timestamp, reading.timestamp),
-        )
+        ).fetchone()
+        return {"serial": row[0], "family": row[1], "model": row[2], "model_setting": row[3], "name": row[4],
+                "firmware": row[5], "first_seen": row[6], "last_seen": row[7], "removed": False}
 
     @staticmethod
     def _add_ledger_columns(db: sqlite3.Connection) -> None:
@@ -420,21 +445,35 @@ class Store:
             with writeback.transaction(db):
                 add_columns(db, "ledger", list(LEDGER_FIELDS), declared="REAL")
 
-    def _advance_ledger(self, db: sqlite3.Connection, reading: Reading, ts: float) -> float:
-        columns = ", ".join(LEDGER_FIELDS)
-        row = db.execute(f"SELECT {columns} FROM ledger WHERE serial=?", (reading.serial,)).fetchone()
-        state = LedgerState(*row) if row else LedgerState()
-        new, delta = advance(state, reading.energy, ts)
-        db.execute(
-            f"INSERT OR REPLACE INTO ledger (serial, {columns}) VALUES (?{', ?' * len(LEDGER_FIELDS)})",
-            (reading.serial, *(getattr(new, name) for name in LEDGER_FIELDS)),
-        )
+    _LEDGER_SQL = (
+        "SELECT (SELECT wh FROM energy_days WHERE serial = ?1 AND day = ?2),"
+        " (SELECT 1 FROM resumed WHERE serial = ?1), l.serial, "
+        + ", ".join(f"l.{name}" for name in LEDGER_FIELDS) + " FROM (SELECT 1) LEFT JOIN ledger l ON l.serial = ?1"
+    )
+    _LEDGER_WRITE = (
+        f"INSERT OR REPLACE INTO ledger (serial, {', '.join(LEDGER_FIELDS)}) VALUES (?{', ?' * len(LEDGER_FIELDS)})"
+    )
+
+    def _advance_ledger(self, db: sqlite3.Connection, reading: Reading, ts: float,
+                        day: str) -> tuple[float, float, float]:
+        """Apply the reading's counter: (energy added, lifetime total, energy on ``day``) after it."""
+        serial = reading.serial
+        day_wh, resumed, stored, *values = db.execute(self._LEDGER_SQL, (serial, day)).fetchone()
+        if day_wh is None:
+            day_wh = self._day_row(db, serial, day)
+        state = LedgerState(*values) if stored is not None else LedgerState()
+        new, delta = advance(state, reading.energy, ts)  # type: ignore[arg-type]
+        if new != state or stored is None:
+            db.execute(self._LEDGER_WRITE, (serial, *(getattr(new, name) for name in LEDGER_FIELDS)))
+        day_wh = day_wh or 0.0
         if delta > 0:
             db.execute(
                 "INSERT INTO energy_days VALUES (?,?,?) ON CONFLICT(serial, day) DO UPDATE SET wh = wh + excluded.wh",
-                (reading.serial, local_day(ts), delta),
-            )
-        return delta
+                (serial, day, delta))
+            day_wh += delta
+        if resumed:
+            db.execute("DELETE FROM resumed WHERE serial = ?", (serial,))
+        return delta, new.total_wh, day_wh
 
     def reject(
         self,
@@ -448,37 +487,20 @@ class Store:
         """Keep a frame that could not be recorded, for diagnostics (the newest REJECTED_KEPT);
         ``also_count`` as for :meth:`record`."""
         ts = time.time() if timestamp is None else timestamp
-        with self._write() as db:
-            db.execute(
+        with self._write() as batch:
+            rejected = batch.db.execute(
                 "INSERT INTO rejected (timestamp, family, source, reason, frame) VALUES (?,?,?,?,?)",
                 (ts, family, source, reason, frame[:512].hex()),
-            )
-            db.execute(
-                "DELETE FROM rejected WHERE id <= (SELECT MAX(id) FROM rejected) - ?", (REJECTED_KEPT,)
-            )
+            ).lastrowid
+            batch.db.execute("DELETE FROM rejected WHERE id <= ?", (rejected - REJECTED_KEPT,))
             for name in ("packets_rejected", *also_count):
-                self._bump(db, name, family or "unknown")
-            self._mark(db)
+                batch.bump(name, family or "unknown")
+            batch.mark()
 
     def count(self, name: str, family: str, n: int = 1) -> None:
-        with self._write() as db:
-            self._bump(db, name, family, n)
-            self._mark(db)
-
-    @staticmethod
-    def _bump(db: sqlite3.Connection, name: str, family: str, n: int = 1) -> None:
-        db.execute(
-            "INSERT INTO counters VALUES (?,?,?) ON CONFLICT(name, family) DO UPDATE SET value = value + excluded.value",
-            (name, family, n),
-        )
-
-    @staticmethod
-    def _changed(db: sqlite3.Connection, serial: str, ts: float | None = None) -> None:
-        cursor = db.execute(
-            "INSERT INTO changes (serial, timestamp) VALUES (?,?)", (serial, ts if ts is not None else time.time())
-        )
-        if cursor.lastrowid % 100 == 0:
-            db.execute("DELETE FROM changes WHERE id <= ?", (cursor.lastrowid - CHANGES_KEPT,))
+        with self._write() as batch:
+            batch.bump(name, family, n)
+            batch.mark()
 
     def rename(self, serial: str, name: str) -> None:
         self._update_inverter(serial, "name", name.strip()[:64])
@@ -491,17 +513,17 @@ class Store:
         self._update_inverter(serial, "removed", 1)
 
     def _update_inverter(self, serial: str, column: str, value: Any) -> None:
-        with self._write() as db:
-            cursor = db.execute(f"UPDATE inverters SET {column}=? WHERE serial=?", (value, serial))
+        with self._write() as batch:
+            cursor = batch.db.execute(f"UPDATE inverters SET {column}=? WHERE serial=?", (value, serial))
             if cursor.rowcount == 0:
                 raise KeyError(serial)
-            self._changed(db, serial)
-            self._mark(db, urgent_by=time.time() - self.flush_seconds)
+            batch.changed(serial)
+            batch.mark(urgent_by=time.time() - self.flush_seconds)
 
     def set_status(self, component: str, data: Mapping[str, Any]) -> None:
         """A service's live status (RAM only: heartbeats never reach the card)."""
-        with writeback.transaction(self._db) as db:
-            db.execute(
+        with self._write(register=False) as batch:
+            batch.db.execute(
                 "INSERT INTO status VALUES (?,?,?) ON CONFLICT(component) DO UPDATE SET"
                 " timestamp=excluded.timestamp, data=excluded.data",
                 (component, time.time(), _json(data)),
@@ -636,7 +658,8 @@ class Store:
     def pvoutput_enqueue(self, statuses: list[Status], made: float) -> int:
         """Queue statuses made at ``made`` (Unix time); one already made for its (system, date, time)
         is left as it is. Returns how many were queued."""
-        with self._write() as db:
+        with self._write() as batch:
+            db = batch.db
             queued = db.executemany(  # rowcount: not the rows the triggers add, unlike total_changes
                 "INSERT OR IGNORE INTO pvoutput_queue (system_id, date, time, energy_wh, power_w, temperature_c,"
                 " voltage_v, made) VALUES (?,?,?,?,?,?,?,?)",
@@ -644,7 +667,7 @@ class Store:
                  for s in statuses],
             ).rowcount
             if queued:
-                self._mark(db)
+                batch.mark()
             return queued
 
     def pvoutput_pending(self, system_id: int, limit: int) -> list[Status]:
@@ -660,24 +683,26 @@ class Store:
         if state not in ("sent", "refused", "expired"):
             raise ValueError(f"unknown queue state {state!r}")
         when = time.time() if when is None else when
-        with self._write() as db:
+        with self._write() as batch:
+            db = batch.db
             db.executemany(
                 "UPDATE pvoutput_queue SET state=?, settled=?, note=? WHERE system_id=? AND date=? AND time=?"
                 " AND state='queued'", [(state, when, note[:300], system_id, d, t) for d, t in keys])
-            self._mark(db)
+            batch.mark()
 
     def pvoutput_expire(self, oldest_date: str, when: float | None = None) -> int:
         """Settle as ``expired`` the queued statuses dated before ``oldest_date`` (``yyyymmdd``), and forget
         settled ones that old. Returns how many queued statuses expired."""
         when = time.time() if when is None else when
-        with self._write() as db:
+        with self._write() as batch:
+            db = batch.db
             expired = db.execute(
                 "UPDATE pvoutput_queue SET state='expired', settled=?, note='older than PVOutput takes'"
                 " WHERE state='queued' AND date < ?", (when, oldest_date)).rowcount
             forgotten = db.execute("DELETE FROM pvoutput_queue WHERE state != 'queued' AND date < ?",
                                    (oldest_date,)).rowcount
             if expired or forgotten:
-                self._mark(db)
+                batch.mark()
         return expired
 
     def pvoutput_queued(self) -> dict[int, int]:

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 malformed_log = RateLimitedLog(log, "malformed inverter requests")
 refused_log = RateLimitedLog(log, "reports from refused addresses")
 failure_log = RateLimitedLog(log, "ingest failures")
+batch_log = RateLimitedLog(log, "failed batches")
 
 MAX_BODY = 4096
 UI_PREFIXES = frozenset({
@@ -87,6 +88,24 @@ def accept(svc: "Services", post: InverterPost) -> None:
             log.debug("ingest failure", exc_info=True)
 
 
+def accept_all(svc: "Services", posts: list[InverterPost]) -> None:
+    """:func:`accept` each post, in order, all in one store transaction (``Store.batch``): a burst
+    costs one commit; never raises. When a write fails inside the batch nothing of it is kept, and
+    each post is accepted again on its own: one bad report never loses the others. What leaves the
+    process (MQTT, the relay) happens once the batch is committed."""
+    if len(posts) > 1:
+        try:
+            with svc.store.batch():
+                for post in posts:
+                    accept(svc, post)
+            return
+        except Exception as exc:  # noqa: BLE001 - the batch was rolled back whole: one by one now
+            batch_log.warning("%d reports could not be stored together (%r): storing each on its own",
+                              len(posts), exc)
+    for post in posts:
+        accept(svc, post)
+
+
 def _accept(svc: "Services", post: InverterPost) -> None:
     pipeline, where = svc.pipeline, f"({post.path[:100]!r})"
     allowed = source_filter(svc.settings)
@@ -114,10 +133,14 @@ def _accept(svc: "Services", post: InverterPost) -> None:
         pipeline.reject(frame=body, family="nep", source=post.source, timestamp=post.received, reason=f"{exc} {where}")
         return
     if relay is not None:  # well-framed reports only, checksum or not: the portal does not check
-        relay.note_port(post.server_port)
-        relay.submit(post.path, body)
+        svc.store.after_commit(lambda: _relay(relay, post))
     pipeline.handle(reading, source=post.source)
-    svc.report_status()
+    svc.store.after_commit(svc.report_status)
+
+
+def _relay(relay, post: InverterPost) -> None:
+    relay.note_port(post.server_port)
+    relay.submit(post.path, post.body)
 
 
 def _model_setting(store, serial: str | None) -> str:
