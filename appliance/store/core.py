@@ -388,14 +388,16 @@ class Store:
         assert info is not None
         return Recorded(reading, info, info.lifetime_wh, info.energy_today_wh, delta)
 
-    def _day_row(self, db: sqlite3.Connection, serial: str, day: str) -> float | None:
+    def _day_row(self, db: sqlite3.Connection, serial: str, day: str) -> float:
         """The energy of ``serial`` on ``day``: brought from the card into the working copy before
-        adding to it (the working copy keeps only today's and yesterday's once written); None when
-        there is none yet."""
+        adding to it (the working copy keeps only today's and yesterday's once written). When the
+        card has none either, a row of 0 Wh starts the day in the working copy, so the card is not
+        asked again at every reading of a dawn that makes nothing yet."""
         row = self.card.connection().execute(
             "SELECT * FROM energy_days WHERE serial=? AND day=?", (serial, day)).fetchone()
         if row is None:
-            return None
+            db.execute("INSERT INTO energy_days VALUES (?,?,0)", (serial, day))
+            return 0.0
         db.execute(f"INSERT INTO energy_days ({', '.join(row.keys())}) VALUES ({', '.join('?' * len(row))})",
                    tuple(row))
         return row["wh"]
@@ -465,7 +467,6 @@ class Store:
         new, delta = advance(state, reading.energy, ts)  # type: ignore[arg-type]
         if new != state or stored is None:
             db.execute(self._LEDGER_WRITE, (serial, *(getattr(new, name) for name in LEDGER_FIELDS)))
-        day_wh = day_wh or 0.0
         if delta > 0:
             db.execute(
                 "INSERT INTO energy_days VALUES (?,?,?) ON CONFLICT(serial, day) DO UPDATE SET wh = wh + excluded.wh",
