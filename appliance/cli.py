@@ -69,23 +69,34 @@ DEFERRED = ("aiohttp", "jsonschema", "dns.resolver")
 (:mod:`appliance.lazy`)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``only``, a command's name, that command alone (what ``main`` runs:
+    the other commands' modules and what they import stay out of the process)."""
     parser = argparse.ArgumentParser(
         prog="solargw", description="Local gateway for NEP and Enecsys solar micro-inverters."
     )
     parser.add_argument("--version", action="version", version=f"solargw {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    for name in COMMAND_MODULES if only is None else (only,):
         importlib.import_module(f"appliance.commands.{name}").register(subparsers)
     return parser
+
+
+def command_in(argv: list[str]) -> str | None:
+    """The command ``argv`` runs (its first word that is not an option: the global options take no
+    value), or None when that is no command: help, ``--version``, a mistake (the full parser
+    answers those)."""
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    return word if word in COMMAND_MODULES else None
 
 
 def main(argv: list[str] | None = None) -> int:
     from appliance.lazy import defer
 
     defer(*DEFERRED)
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(command_in(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

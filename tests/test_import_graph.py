@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import appliance
 
 PACKAGE_DIR = Path(appliance.__file__).parent
@@ -147,6 +149,35 @@ def test_the_command_line_loads_no_heavy_library_before_a_command_needs_it():
              f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
     assert loaded == [], f"imported by building the command line: {loaded}"
+
+
+SERVICES = ("web", "zigbee", "net")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_builds_the_command_line_of_its_own_command_only(service):
+    """Issue 15: ``solargw web``/``zigbee``/``net`` used to register every command, importing the
+    other commands' modules (the access point's config renderers, the simulators, the decoder:
+    ~0.4-0.6 MiB of each service's heap). ``cli.main`` builds the parser of the command it runs;
+    its own options and ``--help`` are the same."""
+    import subprocess
+    import sys
+
+    probe = ("import contextlib, io, sys, appliance.cli as cli\n"
+             f"with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+             f"    cli.main([{service!r}, '--help'])\n"
+             f"assert 'usage: solargw {service}' in out.getvalue(), out.getvalue()\n"
+             "print(' '.join(sorted(m for m in sys.modules if m.startswith(('appliance.commands.', 'appliance.sim')))))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == [f"appliance.commands.{service}"]
+
+
+def test_help_and_mistakes_still_see_every_command():
+    from appliance import cli
+
+    assert cli.command_in(["-v", "zigbee", "--device", "web"]) == "zigbee"
+    assert cli.command_in(["--help"]) is None and cli.command_in(["webb"]) is None
+    assert set(cli.build_parser()._subparsers._group_actions[0].choices) == set(cli.COMMAND_MODULES)
 
 
 PYROUTE2_UNUSED = ("pyroute2.ndb", "pyroute2.ipdb", "pyroute2.conntrack", "pyroute2.ipset", "pyroute2.ipvs",
