@@ -185,6 +185,19 @@ def test_runtime_directory_is_shared_by_the_services(tmp_path):
             assert "/run/solargw" in paths, role
 
 
+def test_the_footprint_bench_runs_the_services_with_the_units_environment(tmp_path):
+    """``python -m bench footprint`` measures the services as systemd starts them: the environment
+    each unit sets (besides the settings file's path) is the bench's ``SERVICE_ENVIRONMENT``."""
+    from bench.footprint import SERVICE_ENVIRONMENT
+
+    for role, template in (("web", "solargw-web.service.j2"), ("zigbee", "solargw-zigbee.service.j2"),
+                           ("access_point", "solargw-net.service.j2")):
+        unit = render(tmp_path, role, template, roles=("solargw",))
+        environment = dict(line.split("=", 1) for line in re.findall(r"^Environment=(.*)$", unit, re.MULTILINE))
+        environment.pop("SOLARGW_SETTINGS")
+        assert environment == SERVICE_ENVIRONMENT, template
+
+
 def test_root_file_system_mount_options():
     sys.path.insert(0, str(REPO / "image"))
     import build
