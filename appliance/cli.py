@@ -63,10 +63,11 @@ def load_service_settings(path: str | None = None) -> "Loaded":
     return loaded
 
 
-DEFERRED = ("aiohttp", "jsonschema", "dns.resolver")
+DEFERRED = ("aiohttp", "jsonschema", "dns.resolver", "urllib.request")
 """Imported by libraries at start-up for what the services never do: zigpy's OTA updates
-(aiohttp, jsonschema), paho's DNS SRV lookups (dnspython). Loaded on first use instead
-(:mod:`appliance.lazy`)."""
+(aiohttp, jsonschema), paho's DNS SRV lookups (dnspython) and proxies (urllib.request, used
+only with PySocks installed: ~0.5 MiB of the Zigbee service's heap). Loaded on first use
+instead (:mod:`appliance.lazy`)."""
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

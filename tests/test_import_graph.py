@@ -180,6 +180,40 @@ def test_help_and_mistakes_still_see_every_command():
     assert set(cli.build_parser()._subparsers._group_actions[0].choices) == set(cli.COMMAND_MODULES)
 
 
+ZIGBEE_UNUSED = ("aiohttp", "jsonschema", "dns.resolver", "urllib.request", "intelhex")
+"""Imported at the top of libraries (zigpy's OTA, paho, our firmware checker) for what the Zigbee
+service never does: fetching OTA images, DNS SRV and proxy lookups, reading .hex files."""
+
+
+def test_the_zigbee_service_runs_without_the_libraries_it_never_uses():
+    """Issue 15: what ``solargw zigbee`` imports (with ``cli.DEFERRED``, as ``cli.main`` sets it up),
+    and its MQTT publisher connecting (to a closed port), run none of ``ZIGBEE_UNUSED``: deferred
+    modules are bound, not run (about 0.7 MiB of the service's heap with urllib.request and
+    intelhex). The firmware checker still reads a file."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    probe = ("import dataclasses, sys, time\n"
+             "from appliance import cli\n"
+             "from appliance.lazy import defer\n"
+             "defer(*cli.DEFERRED)\n"
+             "import appliance.zigbee.service\n"
+             "from appliance.mqtt import make_publisher\n"
+             "from appliance.settings import MqttSettings, Settings\n"
+             f"settings = dataclasses.replace(Settings(), mqtt=MqttSettings(host='127.0.0.1', port={port}))\n"
+             "publisher = make_publisher(settings, 'zigbee')\n"
+             "time.sleep(0.5)\n"
+             "publisher.close()\n"
+             f"print(' '.join(m for m in {ZIGBEE_UNUSED!r}\n"
+             "               if m in sys.modules and type(sys.modules[m]).__name__ != '_LazyModule'))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == [], f"the Zigbee service ran {loaded}"
+
+
 PYROUTE2_UNUSED = ("pyroute2.ndb", "pyroute2.ipdb", "pyroute2.conntrack", "pyroute2.ipset", "pyroute2.ipvs",
                    "pyroute2.nftables", "pyroute2.plan9")
 """Imported by pyroute2's package ``__init__``, never used by the net service."""

@@ -30,10 +30,12 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from intelhex import IntelHex, IntelHexError
+from typing import TYPE_CHECKING
 
 from appliance.protocols import enecsys
+
+if TYPE_CHECKING:
+    from intelhex import IntelHex
 
 ENECSYS_KEY = enecsys.TC_LINK_KEY
 ALLIANCE_KEY = b"ZigBeeAlliance09"
@@ -342,6 +344,8 @@ class HexReport:
 
 def load(path: str | Path) -> IntelHex:
     """Read an Intel HEX file; any defect is one clear ``HexError``."""
+    from intelhex import IntelHex, IntelHexError  # here: the Zigbee service reads no file (stick.py)
+
     path = Path(path)
     try:
         raw = path.read_bytes()
