@@ -117,7 +117,11 @@ def net_service() -> Iterator[int | None]:
 
 STARTUP = """
 from appliance.cli import build_parser
-build_parser()
+try:
+    from appliance.cli import command_in
+    build_parser(command_in(["zigbee"]))
+except ImportError:  # a version that registers every command
+    build_parser()
 try:
     from appliance.cli import DEFERRED
     from appliance.lazy import defer
@@ -126,8 +130,8 @@ except ImportError:  # a version without deferred imports
     pass
 import appliance.zigbee.service, appliance.mqtt, appliance.store
 """
-"""What ``solargw zigbee`` imports before it opens the stick: the command line (every command
-registers its options), then the service, the MQTT publisher and the store."""
+"""What ``solargw zigbee`` imports before it opens the stick: its command line, then the service,
+the MQTT publisher and the store."""
 
 
 def import_ms(runs: int = 7) -> float:
