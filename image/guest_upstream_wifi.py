@@ -192,15 +192,22 @@ def inverter_lease() -> str | None:
     return ipv4("wlan2", INVERTER)
 
 
-def inverter_posts(seed: int) -> tuple[bool, str]:
+def inverter_posts(seed: int, tries: int = 3) -> tuple[bool, str]:
     """A simulated NEP inverter in the inverter's namespace posts to www.nepviewer.net (the
-    appliance's DNS answers it); True when /data.json lists it."""
-    done = subprocess.run(f"ip netns exec {INVERTER} {SOLARGW} simulate nep --url http://www.nepviewer.net/ "
-                          f"--inverters 1 --rounds 1 --seed {seed} --start 12:00", shell=True,
-                          capture_output=True, text=True, timeout=120)
-    out = done.stdout + done.stderr
-    match = re.search(r"^inverter ([0-9a-f]{8}) ", out, re.MULTILINE)
-    serial = match.group(1) if match and done.returncode == 0 else ""
+    appliance's DNS answers it); True when /data.json lists it. Like a real inverter it tries
+    again when a post fails: solargw-net restarts dnsmasq when the home network's resolvers
+    change, and a lookup in that fraction of a second fails (seen once in the join phase)."""
+    for attempt in range(1, tries + 1):
+        done = subprocess.run(f"ip netns exec {INVERTER} {SOLARGW} simulate nep --url http://www.nepviewer.net/ "
+                              f"--inverters 1 --rounds 1 --seed {seed} --start 12:00", shell=True,
+                              capture_output=True, text=True, timeout=120)
+        out = done.stdout + done.stderr
+        match = re.search(r"^inverter ([0-9a-f]{8}) ", out, re.MULTILINE)
+        serial = match.group(1) if match and done.returncode == 0 else ""
+        if serial:
+            break
+        print(f"post {attempt} of {tries} failed: {out[-300:]}", file=sys.stderr, flush=True)
+        time.sleep(5)
 
     def recorded():
         with urllib.request.urlopen("http://127.0.0.1/data.json", timeout=10) as reply:
