@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 from appliance.sim import nep_inverters
+from bench.footprint import SERVICE_ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -167,7 +168,7 @@ def main() -> None:
         settings.write_text(f'[data]\ndir = "{tmp}/data"\nram_dir = "{ram}"\nmax_inverters = 1000\n'
                             f'new_inverters_per_hour = 1000\n'
                             f'[mqtt]\nenabled = false\n[admin]\nsecret_key = "bench"\n')
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))} | SERVICE_ENVIRONMENT
         web, web_url = start([sys.executable, "-m", "appliance", "web", "--settings", str(settings),
                               "--bind", "127.0.0.1:0"], env)
         seed, seed_url = start([sys.executable, "-m", "bench.ingest", "--seed-server"])
