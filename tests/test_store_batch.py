@@ -121,6 +121,23 @@ def test_published_once_committed(tmp_path):
     assert published[-1] == (T0 + 600, 3)
 
 
+def test_the_same_callback_asked_by_every_report_runs_once_per_batch(tmp_path):
+    store = Store(tmp_path, autoflush=False)
+    calls: list[str] = []
+
+    class Services:
+        def report_status(self) -> None:
+            calls.append("status")
+
+    services = Services()
+    with store.batch():
+        for n in range(3):
+            store.count("reports", "nep")
+            store.after_commit(services.report_status)
+            store.after_commit(lambda n=n: calls.append(f"publish {n}"))
+    assert calls == ["status", "publish 0", "publish 1", "publish 2"]
+
+
 def test_the_change_log_stays_bounded_whatever_the_batches(tmp_path):
     store = Store(tmp_path, autoflush=False)
     for start in range(0, 2600, 7):  # batches of 7 inverters: the 100-row marks fall inside batches

@@ -59,7 +59,10 @@ class Batch:
             self._urgent_by = urgent_by if self._urgent_by is None else min(self._urgent_by, urgent_by)
 
     def after_commit(self, callback: Callable[[], Any]) -> None:
-        self._after.append(callback)
+        """Run ``callback`` after the commit, once however often it is asked for (each report of a
+        batch asks for the same status refresh; each reading's publishing is a callback of its own)."""
+        if callback not in self._after:
+            self._after.append(callback)
 
     # -- the transaction ----------------------------------------------------------------------------
     def __enter__(self) -> "Batch":
