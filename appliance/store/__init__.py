@@ -8,9 +8,10 @@
 - ``history``: the history tables on the card (per day, then per month);
 - ``codec``: how history rows keep their fields on the card.
 """
+from appliance.store.batch import CHANGES_KEPT
 from appliance.store.card import StoreError
 from appliance.store.core import (
-    CHANGES_KEPT, COMPACT_EVERY_SECONDS, FLUSH_SECONDS, HISTORY_SECONDS, QUEUE_LIMIT, REJECTED_KEPT, Store,
+    COMPACT_EVERY_SECONDS, FLUSH_SECONDS, HISTORY_SECONDS, QUEUE_LIMIT, REJECTED_KEPT, Store,
     local_day, ram_path,
 )
 from appliance.store.flush import FRAMES_KEPT

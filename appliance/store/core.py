@@ -51,7 +51,7 @@ from appliance.energy import LEDGER_FIELDS, LedgerState, advance
 from appliance.pvoutput.api import Status
 from appliance.reading import Reading
 from appliance.store import codec, history, flush as writeback
-from appliance.store.batch import CHANGES_KEPT, Batch, BatchFailed
+from appliance.store.batch import Batch
 from appliance.store.card import Card, StoreError
 from appliance.store.journal import Journal
 from appliance.store.records import InverterInfo, LatestReading, Recorded, RejectedFrame, StoreHealth
@@ -184,8 +184,8 @@ class Store:
     def batch(self) -> Batch:
         """``with store.batch():`` every write on this thread inside is one transaction of the working
         copy (:mod:`appliance.store.batch`): a burst of reports costs one. A write that fails inside
-        breaks the batch: nothing of it is committed and :class:`BatchFailed` is raised at its end
-        (write the items one by one then)."""
+        breaks the batch: nothing of it is committed and :class:`~appliance.store.batch.BatchFailed`
+        is raised at its end (write the items one by one then)."""
         return self._write()
 
     def after_commit(self, callback: Callable[[], Any]) -> None:
