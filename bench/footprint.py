@@ -2,7 +2,7 @@
 
 PSS (proportional set size, /proc/PID/smaps_rollup: each shared page counted once across the
 processes that map it) of every solargw service, started with the environment the systemd units
-give them (``SERVICE_ENVIRONMENT``), while ``solargw demo`` runs (web, zigbee on the
+give them (``bench._web.service_env``), while ``solargw demo`` runs (web, zigbee on the
 emulated coordinator with four Enecsys inverters, three NEP inverters, mosquitto), after
 ``seconds`` of that load (default 60); ``solargw net run`` on its own, as root, in a network
 namespace with a veth pair for the access-point interface. The processes measured are the services
@@ -26,13 +26,11 @@ from pathlib import Path
 from typing import Iterator
 
 from bench._proctree import process_tree, pss_kib
+from bench._web import service_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {"web": re.compile(r"appliance web\b"), "zigbee": re.compile(r"appliance zigbee\b"),
             "net": re.compile(r"appliance net run\b")}
-SERVICE_ENVIRONMENT = {"MALLOC_ARENA_MAX": "1"}
-"""What the systemd units (ansible/roles/*/templates/solargw-*.service.j2) put in the services'
-environment besides SOLARGW_SETTINGS: the services are measured as the appliance runs them."""
 
 
 def command_line(pid: int) -> str:
@@ -61,10 +59,9 @@ def service_pss(root: int) -> dict[str, list[tuple[int, int]]]:
 def demo() -> Iterator[int]:
     """``solargw demo`` running; yields its process id."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-footprint-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))} | SERVICE_ENVIRONMENT
     process = subprocess.Popen([sys.executable, "-m", "appliance", "demo", "--port", "0", "--dir", str(workdir)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
-                               start_new_session=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                               env=service_env(), start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         assert process.stdout is not None
@@ -101,7 +98,7 @@ def net_service() -> Iterator[int | None]:
                                 "--settings", str(settings), "--run-dir", str(workdir / "run"),
                                 "--resolv-conf", str(workdir / "resolv.conf"), "--no-firewall"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
-                               env=os.environ | SERVICE_ENVIRONMENT)
+                               env=service_env())
         try:
             yield net.pid
         finally:

@@ -78,7 +78,7 @@ def web_pss(root: Path, gateway_port: int | None) -> int:
             settings.gateway.enabled, settings.gateway.listen_addr, settings.gateway.port = (
                 True, "127.0.0.1", gateway_port)
 
-    with running_web(root, adjust) as (process, _path, env):
+    with running_web(root, adjust) as (process, _url, env):
         time.sleep(3)  # the worker has built the app (and the listener)
         if not gateway_port:
             return worker_pss_kib(process.pid)

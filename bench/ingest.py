@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 from appliance.sim import nep_inverters
-from bench.footprint import SERVICE_ENVIRONMENT
+from bench._web import service_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -168,9 +168,8 @@ def main() -> None:
         settings.write_text(f'[data]\ndir = "{tmp}/data"\nram_dir = "{ram}"\nmax_inverters = 1000\n'
                             f'new_inverters_per_hour = 1000\n'
                             f'[mqtt]\nenabled = false\n[admin]\nsecret_key = "bench"\n')
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))} | SERVICE_ENVIRONMENT
         web, web_url = start([sys.executable, "-m", "appliance", "web", "--settings", str(settings),
-                              "--bind", "127.0.0.1:0"], env)
+                              "--bind", "127.0.0.1:0"], service_env())
         seed, seed_url = start([sys.executable, "-m", "bench.ingest", "--seed-server"])
         alone, alone_url = start([sys.executable, "-m", "bench.ingest", "--receiver-only"])
         try:

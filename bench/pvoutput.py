@@ -57,7 +57,7 @@ def measure(root: Path, pvoutput: dict | None) -> int:
             settings.pvoutput = PvoutputSettings(**pvoutput)
         seed(settings)
 
-    with running_web(root, adjust) as (process, _path, _env):
+    with running_web(root, adjust) as (process, _url, _env):
         deadline = time.monotonic() + 30
         while pvoutput and Taker.taken == 0:
             if time.monotonic() > deadline:

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Iterator
 
 from bench._proctree import process_tree
+from bench._web import service_env
 
 ROOT = Path(__file__).resolve().parents[1]
 NEP_INVERTERS, NEP_INTERVAL = 20, 300.0
@@ -273,8 +274,7 @@ class Services:
     def __init__(self, workdir: Path, logs: Path, tmp: Path):
         self.workdir, self.logs = workdir, logs
         self.processes: dict[str, subprocess.Popen] = {}
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("NEP_", "SOLARGW_"))}
+        self.env = service_env()
         # /tmp is a RAM file system on the appliance (role sdcard): gunicorn's worker heartbeat
         # file lives there.
         self.env.update(PYTHONUNBUFFERED="1", TMPDIR=str(tmp))

@@ -38,6 +38,7 @@ from pathlib import Path
 from appliance.protocols.nep import build_request
 from appliance.sim import nep_inverters
 from bench._proctree import process_tree
+from bench._web import service_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support.brokers import mosquitto  # noqa: E402
@@ -190,10 +191,9 @@ class Soak:
 
 def start_web(settings: Path) -> tuple[subprocess.Popen, int, Path]:
     log = settings.with_name("web.log")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
     process = subprocess.Popen([sys.executable, "-m", "appliance", "web", "--settings", str(settings), "--bind",
-                                "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=open(log, "wb"), text=True, env=env,
-                               start_new_session=True)
+                                "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=open(log, "wb"), text=True,
+                               env=service_env(), start_new_session=True)
     for line in process.stdout:
         match = re.search(r"listening on http://127\.0\.0\.1:(\d+)/", line)
         if match:

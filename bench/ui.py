@@ -12,19 +12,16 @@ headless chromium with the cache off, ``loads`` times per setting:
 """
 from __future__ import annotations
 
-import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from appliance.protocols import enecsys, nep
-from appliance.settings import Settings, load, save
+from appliance.settings import Settings
 from appliance.store import Store
+from bench._web import running_web
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -43,25 +40,6 @@ def seed(settings: Settings) -> None:
             frame = enecsys.encode_report(serial, k, 0, 1.3, 40 + n + k % 5, 0.85, 50, 240, 30, 1_000_000 + 10 * k)
             store.record(enecsys.decode(frame, received_at=now - (50 - k) * 60))
     store.close()
-
-
-def start_web(root: Path) -> tuple[subprocess.Popen, str]:
-    settings = Settings()
-    settings.data.dir = str(root / "data")
-    settings.mqtt.enabled = False
-    settings.admin.secret_key = "bench"
-    path = root / "solargw.toml"
-    save(settings, path)
-    seed(load(path, env={}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
-    process = subprocess.Popen([sys.executable, "-m", "appliance", "web", "--settings", str(path), "--bind",
-                                "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env=env, start_new_session=True)
-    for line in process.stdout:
-        match = re.search(r"listening on (http://\S+)", line)
-        if match:
-            return process, match.group(1).rstrip("/")
-    raise SystemExit("solargw web did not start")
 
 
 MEASURE = """() => {
@@ -94,32 +72,27 @@ def main() -> None:
         raise SystemExit("needs Debian's chromium (make deps)")
     from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory() as tmp:
-        process, url = start_web(Path(tmp))
-        try:
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-                load_dashboard(browser, url, 1)  # warm the server (imports, templates)
-                for throttle in (1, 6):
-                    runs = [load_dashboard(browser, url, throttle) for _ in range(loads)]
-                    first = runs[0]
-                    by_type: dict[str, int] = {}
-                    for _name, kind, size in first["resources"]:
-                        by_type[kind] = by_type.get(kind, 0) + size
-                    total = first["nav"] + sum(by_type.values())
-                    if throttle == 1:
-                        print(f"dashboard, 7 inverters: {total} bytes in {1 + len(first['resources'])} requests "
-                              f"(HTML {first['nav']} incl. headers, body {first['html']}; "
-                              + ", ".join(f"{k} {v}" for k, v in sorted(by_type.items())) + ")")
-                    ttfb = statistics.median(r["ttfb"] for r in runs)
-                    fcp = statistics.median(r["fcp"] for r in runs)
-                    label = "no CPU throttling" if throttle == 1 else f"CPU throttled {throttle}x"
-                    print(f"{label:>20}: time to first byte {ttfb:.0f} ms, first contentful paint {fcp:.0f} ms "
-                          f"(median of {loads} cold loads)")
-                browser.close()
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(15)
+    with tempfile.TemporaryDirectory() as tmp, running_web(Path(tmp), seed) as (_process, url, _env):
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            load_dashboard(browser, url, 1)  # warm the server (imports, templates)
+            for throttle in (1, 6):
+                runs = [load_dashboard(browser, url, throttle) for _ in range(loads)]
+                first = runs[0]
+                by_type: dict[str, int] = {}
+                for _name, kind, size in first["resources"]:
+                    by_type[kind] = by_type.get(kind, 0) + size
+                total = first["nav"] + sum(by_type.values())
+                if throttle == 1:
+                    print(f"dashboard, 7 inverters: {total} bytes in {1 + len(first['resources'])} requests "
+                          f"(HTML {first['nav']} incl. headers, body {first['html']}; "
+                          + ", ".join(f"{k} {v}" for k, v in sorted(by_type.items())) + ")")
+                ttfb = statistics.median(r["ttfb"] for r in runs)
+                fcp = statistics.median(r["fcp"] for r in runs)
+                label = "no CPU throttling" if throttle == 1 else f"CPU throttled {throttle}x"
+                print(f"{label:>20}: time to first byte {ttfb:.0f} ms, first contentful paint {fcp:.0f} ms "
+                      f"(median of {loads} cold loads)")
+            browser.close()
 
 
 if __name__ == "__main__":

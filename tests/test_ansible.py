@@ -185,10 +185,10 @@ def test_runtime_directory_is_shared_by_the_services(tmp_path):
             assert "/run/solargw" in paths, role
 
 
-def test_the_footprint_bench_runs_the_services_with_the_units_environment(tmp_path):
-    """``python -m bench footprint`` measures the services as systemd starts them: the environment
-    each unit sets (besides the settings file's path) is the bench's ``SERVICE_ENVIRONMENT``."""
-    from bench.footprint import SERVICE_ENVIRONMENT
+def test_the_benches_run_the_services_with_the_units_environment(tmp_path):
+    """The benches measure the services as systemd starts them: the environment each unit sets
+    (besides the settings file's path) is the benches' ``SERVICE_ENVIRONMENT``."""
+    from bench._web import SERVICE_ENVIRONMENT
 
     for role, template in (("web", "solargw-web.service.j2"), ("zigbee", "solargw-zigbee.service.j2"),
                            ("access_point", "solargw-net.service.j2")):
