@@ -19,6 +19,7 @@ per minute, CPU per inverter report, and ``PRAGMA integrity_check``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -37,6 +38,7 @@ from pathlib import Path
 
 from appliance.protocols.nep import build_request
 from appliance.sim import nep_inverters
+from appliance.store import ram_path
 from bench._proctree import process_tree
 from bench._web import service_env
 
@@ -258,15 +260,21 @@ def main() -> None:
         pids = process_tree(web.pid)
         cpu = cpu_seconds(pids) - cpu_start
         rss_end = rss_mib(max(pids)) if len(pids) > 1 else 0.0
-        with sqlite3.connect(data / "solargw.db") as db:
-            stored = {row[0] for row in db.execute("SELECT frame FROM readings")}
+        # The store's working copy, before the service stops: it holds every reading taken since
+        # the last database commit (frames included) and the newest counters.
+        with contextlib.closing(sqlite3.connect(ram_path(data))) as db:
+            stored = {row[0].hex() for row in db.execute("SELECT frame FROM recent")}
             rejected = db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]
             inverters = db.execute("SELECT COUNT(*) FROM inverters").fetchone()[0]
             counters = dict(((name, family), value) for name, family, value in
                             db.execute("SELECT name, family, value FROM counters"))
-            check = db.execute("PRAGMA integrity_check").fetchone()[0]
         web.send_signal(signal.SIGTERM)
         web.wait(30)
+        checks = []
+        for path in (data / "solargw.db", ram_path(data)):  # the card's database after the stop's commit
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                checks.append(db.execute("PRAGMA integrity_check").fetchone()[0])
+        check = "ok" if checks == ["ok", "ok"] else "; ".join(checks)
         lines = log.read_text(errors="replace").splitlines()
     latencies = sorted(soak.latencies)
     lost = len(soak.acked - stored)
