@@ -17,6 +17,7 @@ import contextlib
 import json
 import re
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -30,6 +31,7 @@ from support.ports import HOST, free_port
 from support.waiting import wait_for
 
 START_TIMEOUT = 180.0
+WEBSOCKET_LOGGERS = ("homeassistant.components.websocket_api", "homeassistant.components.http", "aiohttp")
 USERNAME, PASSWORD = "solargw", "solargw-test-password"
 
 CONFIGURATION = """\
@@ -100,10 +102,7 @@ class HomeAssistant:
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM (Home Assistant stops cleanly), then SIGKILL; its mounts go with it."""
-        if self._socket is not None:
-            with contextlib.suppress(Exception):
-                self._socket.close()
-            self._socket = None
+        self._disconnect()
         if self.process is None:
             return None
         return processes.stop(self.process, timeout)
@@ -142,6 +141,9 @@ class HomeAssistant:
         tokens = self._check(requests.post(self.url + "/auth/token", timeout=30, data={
             "grant_type": "authorization_code", "code": reply["auth_code"], "client_id": client_id}))
         self.token = tokens["access_token"]
+        # That token lasts 30 minutes, less than a slow run of the tier: swap it for a long-lived one.
+        self.token = self.ws("auth/long_lived_access_token", client_name="solargw tests", lifespan=1)
+        self._disconnect()
 
     def add_mqtt(self, host: str, port: int) -> str:
         """Add the MQTT integration through its config flow (what a user clicks); its entry id."""
@@ -191,19 +193,52 @@ class HomeAssistant:
         return {state["entity_id"]: state for state in self.get("/api/states")}
 
     def ws(self, command: str, **fields: Any) -> Any:
-        """Send one websocket command and return its result (events of other commands are skipped)."""
+        """Send one websocket command and return its result (events of other commands are skipped).
+
+        Every command the tests send is idempotent, so when Home Assistant has closed the connection
+        (a close frame, or the socket gone) the command is sent once more on a new connection, with
+        a warning that says why."""
+        for attempt in (1, 2):
+            try:
+                return self._command(command, fields)
+            except (websocket.WebSocketConnectionClosedException, ConnectionError) as closed:
+                self._disconnect()
+                said = "\n".join(str(r) for r in self.problems(*WEBSOCKET_LOGGERS)[-10:]) or "nothing"
+                if attempt == 2 or not self.alive():
+                    raise HomeAssistantError(f"websocket {command}: the connection closed ({closed}); Home "
+                                             f"Assistant logged about its websockets: {said}; its log ends:\n"
+                                             f"{self.log_tail()}") from None
+                warnings.warn(f"Home Assistant closed the websocket under {command} ({closed}), reconnected; "
+                              f"it logged about its websockets: {said}")
+        raise AssertionError("unreachable")
+
+    def _disconnect(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(Exception):
+                self._socket.close()
+            self._socket = None
+
+    def _connect(self) -> websocket.WebSocket:
+        socket = websocket.create_connection(self.url.replace("http", "ws", 1) + "/api/websocket", timeout=60)
+        socket.recv()  # auth_required
+        socket.send(json.dumps({"type": "auth", "access_token": self.token}))
+        reply = json.loads(socket.recv())
+        if reply.get("type") != "auth_ok":
+            raise HomeAssistantError(f"websocket authentication failed: {reply}")
+        return socket
+
+    def _command(self, command: str, fields: dict[str, Any]) -> Any:
         if self._socket is None:
-            self._socket = websocket.create_connection(self.url.replace("http", "ws", 1) + "/api/websocket",
-                                                       timeout=60)
-            self._socket.recv()  # auth_required
-            self._socket.send(json.dumps({"type": "auth", "access_token": self.token}))
-            reply = json.loads(self._socket.recv())
-            if reply.get("type") != "auth_ok":
-                raise HomeAssistantError(f"websocket authentication failed: {reply}")
+            self._socket = self._connect()
         self._next_id += 1
         self._socket.send(json.dumps({"id": self._next_id, "type": command, **fields}))
         while True:
-            reply = json.loads(self._socket.recv())
+            opcode, data = self._socket.recv_data()
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+                raise websocket.WebSocketConnectionClosedException(
+                    f"Home Assistant sent a close frame (code {code}, {data[2:].decode(errors='replace')!r})")
+            reply = json.loads(data)
             if reply.get("id") == self._next_id and reply.get("type") == "result":
                 break
         if not reply.get("success"):
