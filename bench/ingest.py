@@ -1,4 +1,4 @@
-"""Ingest end to end: ``.venv/bin/python -m bench.ingest [packets] [client-threads]``.
+"""Ingest end to end: ``.venv/bin/python -m bench.ingest [packets] [client-threads] [rounds]``.
 
 Posts the same realistic 45-byte ``/i.php`` bodies (from the simulator), each on
 a new connection with the inverter's own minimal request, to two receivers
@@ -17,12 +17,16 @@ started side by side in one run:
 
 Prints packets per second (wall clock, client side) and CPU milliseconds per
 packet (user + system time of the server's whole process tree, from /proc),
-and the ratio between the two. Run on a quiet machine: numbers move with load.
+and the ratio between the two. The packets are posted in rounds, each server
+taking its turn in every round (in turning order), and the medians of the rounds
+are printed: on a shared machine whose speed drifts by 10-20 %, a ratio of two
+runs minutes apart says little. Run on a quiet machine all the same.
 """
 from __future__ import annotations
 
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,14 +130,12 @@ def blast(url: str, bodies: list[bytes], threads: int) -> float:
     return elapsed
 
 
-def measure(name: str, pid: int, url: str, bodies: list[bytes], threads: int) -> tuple[float, float]:
-    blast(url, bodies[: max(20, len(bodies) // 10)], threads)  # warm up (imports, first SQLite pages)
+def measure(pid: int, url: str, bodies: list[bytes], threads: int) -> tuple[float, float]:
+    """(packets per second, CPU ms per packet) of the server ``pid`` for posting ``bodies``."""
     cpu_before = tree_cpu_seconds(pid)
     elapsed = blast(url, bodies, threads)
     cpu = tree_cpu_seconds(pid) - cpu_before
-    rate, cpu_ms = len(bodies) / elapsed, 1000 * cpu / len(bodies)
-    print(f"  {name:<32} {rate:10.0f} {cpu_ms:14.3f}", flush=True)
-    return rate, cpu_ms
+    return len(bodies) / elapsed, 1000 * cpu / len(bodies)
 
 
 def start(argv: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
@@ -155,12 +157,14 @@ def main() -> None:
         return
     packets = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     threads = int(sys.argv[2]) if len(sys.argv) > 2 else 4
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 5
     fleet = nep_inverters.make_fleet(50, ["bdm400", "bdm800"], seed=4)
     noon = datetime.now().replace(hour=12, minute=0)
     rng = random.Random(4)
     bodies = [fleet[i % len(fleet)].packet(noon, rng) for i in range(packets)]
     print(f"ingest: {packets} POSTs of 45-byte /i.php bodies from {len(fleet)} simulated inverters, "
-          f"{threads} client threads, a new connection per POST (as inverters do); {os.cpu_count()} CPUs")
+          f"{threads} client threads, a new connection per POST (as inverters do); {os.cpu_count()} CPUs;\n"
+          f"  {rounds} rounds, the servers in turn; medians of the rounds (CPU range in brackets)")
     print(f"  {'receiver':<32} {'packets/s':>10} {'CPU ms/packet':>14}")
     # The working copy on a RAM file system, as on the appliance (/run/solargw), not on this disk.
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(dir=RAM_FS) as ram:
@@ -172,17 +176,33 @@ def main() -> None:
                               "--bind", "127.0.0.1:0"], service_env())
         seed, seed_url = start([sys.executable, "-m", "bench.ingest", "--seed-server"])
         alone, alone_url = start([sys.executable, "-m", "bench.ingest", "--receiver-only"])
+        servers = {"ours": (web.pid, web_url), "seed": (seed.pid, seed_url), "alone": (alone.pid, alone_url)}
+        figures: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
         try:
             time.sleep(1.0)
-            ours = measure("solargw web (receiver, SQLite)", web.pid, web_url, bodies, threads)
-            base = measure("seed-like stdlib http.server", seed.pid, seed_url, bodies, threads)
-            front = measure("receiver alone (no-op ingest)", alone.pid, alone_url, bodies, threads)
+            for pid, url in servers.values():  # warm up (imports, first SQLite pages)
+                blast(url, bodies[: max(20, len(bodies) // 10)], threads)
+            # Rounds, the servers' order turning: a drift of the machine's speed meets all three alike.
+            share = len(bodies) // rounds
+            for round_ in range(rounds):
+                part = bodies[round_ * share:(round_ + 1) * share]
+                names = list(servers)[round_ % 3:] + list(servers)[:round_ % 3]
+                for name in names:
+                    figures[name].append(measure(*servers[name], part, threads))
         finally:
             for process in (web, seed, alone):
                 process.terminate()
                 process.wait(15)
-    print(f"  {'ratio solargw / seed':<32} {ours[0] / base[0]:10.2f} {ours[1] / base[1]:14.2f}")
-    print(f"  {'ratio receiver alone / seed':<32} {front[0] / base[0]:10.2f} {front[1] / base[1]:14.2f}")
+    for name, label in (("ours", "solargw web (receiver, SQLite)"), ("seed", "seed-like stdlib http.server"),
+                        ("alone", "receiver alone (no-op ingest)")):
+        rates, cpus = zip(*figures[name])
+        print(f"  {label:<32} {statistics.median(rates):10.0f} {statistics.median(cpus):14.3f}"
+              f"   ({min(cpus):.3f}-{max(cpus):.3f})")
+    for name, label in (("ours", "ratio solargw / seed"), ("alone", "ratio receiver alone / seed")):
+        ratios = [ours[1] / base[1] for ours, base in zip(figures[name], figures["seed"])]
+        rate = statistics.median(o[0] / b[0] for o, b in zip(figures[name], figures["seed"]))
+        print(f"  {label:<32} {rate:10.2f} {statistics.median(ratios):14.2f}"
+              f"   ({min(ratios):.2f}-{max(ratios):.2f}, per round)")
 
 
 if __name__ == "__main__":
