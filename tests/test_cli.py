@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from support.ports import free_port
+from support.processes import clean_env
 
 SOLARGW = str(Path(sys.executable).with_name("solargw"))
 
@@ -39,9 +40,7 @@ SERVICES = {"web": "listening on", "zigbee": "cannot talk to the stick"}
 def solargw_env(tmp_path: Path, settings: Path) -> dict[str, str]:
     """This environment without the variables solargw reads, pointed at ``settings`` and a data
     directory in ``tmp_path``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOLARGW_", "NEP_"))}
-    env.update(SOLARGW_SETTINGS=str(settings), SOLARGW_DATA_DIR=str(tmp_path / "data"))
-    return env
+    return clean_env(SOLARGW_SETTINGS=str(settings), SOLARGW_DATA_DIR=str(tmp_path / "data"))
 
 
 def solargw(*args: str, tmp_path: Path, settings: Path | None = None, timeout: float = 15) -> subprocess.CompletedProcess:
@@ -239,8 +238,7 @@ def test_firstboot_with_a_root_that_does_not_exist(tmp_path):
 
 def test_zigbee_service_with_a_missing_stick_says_so_and_keeps_retrying(tmp_path):
     """Not an exit: a stick unplugged at boot is retried with backoff (issue 5), in one clear line each time."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOLARGW_", "NEP_"))}
-    env.update(SOLARGW_SETTINGS=str(tmp_path / "absent.toml"), SOLARGW_DATA_DIR=str(tmp_path / "data"))
+    env = clean_env(SOLARGW_SETTINGS=str(tmp_path / "absent.toml"), SOLARGW_DATA_DIR=str(tmp_path / "data"))
     stick = tmp_path / "ttyUSB9"
     service = subprocess.Popen([SOLARGW, "zigbee", "--device", str(stick)], stderr=subprocess.PIPE,
                                stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, env=env)

@@ -40,6 +40,7 @@ from support import ha_rootfs
 from support.brokers import Broker, MessageLog, mosquitto
 from support.ha_server import HomeAssistant, LogRecord, home_assistant
 from support.ports import HOST, free_port
+from support.processes import clean_env
 from support.waiting import wait_for
 from support.web_service import RunningWeb, start_web
 
@@ -135,8 +136,7 @@ class Appliance:
 
     def spawn(self, name: str, argv: list[str]) -> Process:
         log_path = self.workdir / f"{name}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
-        env["PYTHONUNBUFFERED"] = "1"
+        env = clean_env(PYTHONUNBUFFERED="1")
         with open(log_path, "wb") as log:
             # setpriv: SIGTERM if this test run dies first, so that nothing outlives it.
             popen = subprocess.Popen(["setpriv", "--pdeathsig", "SIGTERM", "--", *argv],

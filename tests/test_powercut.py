@@ -37,6 +37,7 @@ from appliance.protocols import nep
 from appliance.store import Store, ram_path
 from support.brokers import mosquitto
 from support.ports import free_port
+from support.processes import clean_env
 from support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -46,7 +47,7 @@ WINDOW = 2.0
 SLACK = 1.5
 """A flush due at the window's end takes a moment (a tick, the commit)."""
 NEP_SERIALS = ("0badcafe", "1badcafe", "2badcafe")
-ENV = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
+ENV = clean_env()
 
 
 @dataclass

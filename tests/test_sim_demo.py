@@ -2,7 +2,6 @@
 simulated Enecsys gateway), a week of history behind each, Ctrl-C stops everything."""
 from __future__ import annotations
 
-import os
 import queue
 import re
 import signal
@@ -18,6 +17,7 @@ import requests
 
 from appliance.settings import load
 from appliance.store import Store
+from support.processes import clean_env
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +31,7 @@ def _closed(host: str, port: int) -> bool:
 
 
 def test_demo_shows_ten_live_inverters_with_a_week_of_history_and_stops_cleanly(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
-    env["PYTHONUNBUFFERED"] = "1"
+    env = clean_env(PYTHONUNBUFFERED="1")
     env["TZ"] = "Asia/Kolkata"  # the demo's UI shows this PC's clock
     demo = subprocess.Popen([sys.executable, "-m", "appliance", "demo", "--port", "0", "--dir", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

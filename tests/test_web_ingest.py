@@ -17,6 +17,7 @@ from appliance.sim import nep_inverters
 from appliance.web import ingest
 from appliance.web.app import create_app
 from support.ports import free_port
+from support.processes import clean_env
 from support.vectors import NEP_BDM400, NEP_BDM800, NEP_BDM1200_T, NEP_SEED_EXAMPLE_TEMPLATE
 from support.web_service import running_web
 
@@ -354,8 +355,7 @@ def run_cli(*args: str, env: dict | None = None):
     import subprocess
     import sys
 
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
-    child_env.update(env or {})
+    child_env = clean_env(**(env or {}))
     return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
                           timeout=60, env=child_env)
 

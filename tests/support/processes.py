@@ -1,7 +1,14 @@
-"""Stopping the servers and services tests start as child processes."""
+"""The servers and services tests start as child processes: their environment, stopping them."""
 from __future__ import annotations
 
+import os
 import subprocess
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without the variables solargw reads (``SOLARGW_*``, ``NEP_*``:
+    a developer's own must not steer a test), plus ``extra``."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("SOLARGW_", "NEP_"))} | extra
 
 
 def stop(process: subprocess.Popen, timeout: float = 10.0) -> int:
