@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
-from appliance.settings import Settings, save
+from appliance.settings import Settings, save, without_overrides
 
 SERVICE_ENVIRONMENT = {"MALLOC_ARENA_MAX": "1"}
 """What the systemd units (ansible/roles/*/templates/solargw-*.service.j2) put in the services'
@@ -20,7 +20,7 @@ environment besides SOLARGW_SETTINGS: the services are measured as the appliance
 
 def service_env() -> dict[str, str]:
     """This process's environment without NEP_/SOLARGW_ overrides, plus the units' own variables."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))} | SERVICE_ENVIRONMENT
+    return without_overrides() | SERVICE_ENVIRONMENT
 
 
 @contextlib.contextmanager

@@ -23,6 +23,14 @@ def test_file_then_seed_environment(tmp_path):
     assert str(s.data_dir) == "/tmp/x"
 
 
+def test_a_child_service_gets_the_environment_without_every_variable_solargw_reads(tmp_path):
+    env = {"NEP_LISTEN_PORT": "8181", "SOLARGW_DATA_DIR": "/tmp/x", "SOLARGW_SETTINGS": "/tmp/s.toml",
+           "PATH": "/usr/bin", "TZ": "UTC"}
+    clean = settings_mod.without_overrides(env)
+    assert clean == {"PATH": "/usr/bin", "TZ": "UTC"}
+    assert load(tmp_path / "absent.toml", env=clean) == load(tmp_path / "absent.toml", env={})
+
+
 @pytest.mark.parametrize("text, message", [
     ("[web]\nport = 'eighty'\n", "[web] port: expected a whole number"),
     ("[wbe]\nport = 1\n", "unknown section [wbe]"),

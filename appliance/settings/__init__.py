@@ -38,6 +38,7 @@ from appliance.settings.storage import (
     load_valid,
     save,
     settings_path,
+    without_overrides,
 )
 
 __all__ = [
@@ -46,5 +47,6 @@ __all__ = [
     "SettingsError", "SystemSettings", "UpstreamWifiSettings", "WebSettings", "ZigbeeSettings", "from_dict",
     "Problems", "advice", "describe", "require_valid", "validate",
     "DEFAULT_PATH", "file_fingerprint", "load", "load_valid", "save", "save_sections", "settings_path",
+    "without_overrides",
     "apply_timezone", "Loaded", "keep_broken", "keep_last_good", "last_good_path", "load_recovering",
 ]

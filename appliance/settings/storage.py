@@ -46,6 +46,17 @@ def _apply_environment(settings: Settings, env: Mapping[str, str]) -> Settings:
     return dataclasses.replace(settings, web=web, mqtt=mqtt, data=data)
 
 
+ENVIRONMENT_PREFIXES = ("SOLARGW_", "NEP_")
+"""The variables solargw reads from its environment begin so."""
+
+
+def without_overrides(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` (this process's environment) without the variables solargw reads: for a child
+    service that must run on the settings it is given, not on what its parent was started with."""
+    env = os.environ if env is None else env
+    return {k: v for k, v in env.items() if not k.startswith(ENVIRONMENT_PREFIXES)}
+
+
 def settings_path(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     return Path(env.get("SOLARGW_SETTINGS", str(DEFAULT_PATH)))

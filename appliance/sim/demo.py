@@ -36,7 +36,7 @@ from typing import IO, Callable
 
 from werkzeug.security import generate_password_hash
 
-from appliance.settings import Settings, apply_timezone, save
+from appliance.settings import Settings, apply_timezone, save, without_overrides
 
 NEP_MODELS = ("bdm400", "bdm800", "bdm1200")
 ENECSYS_COUNT = 4
@@ -179,7 +179,7 @@ class Demo:
         return free_port(self.host)
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NEP_", "SOLARGW_"))}
+        env = without_overrides()
         env.update(SOLARGW_SETTINGS=str(self.settings_path), SOLARGW_LOG_FILE=str(self.log_path), PYTHONUNBUFFERED="1")
         return env
 

@@ -1,14 +1,15 @@
 """The servers and services tests start as child processes: their environment, stopping them."""
 from __future__ import annotations
 
-import os
 import subprocess
+
+from appliance.settings import without_overrides
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without the variables solargw reads (``SOLARGW_*``, ``NEP_*``:
     a developer's own must not steer a test), plus ``extra``."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("SOLARGW_", "NEP_"))} | extra
+    return without_overrides() | extra
 
 
 def stop(process: subprocess.Popen, timeout: float = 10.0) -> int:
