@@ -4,7 +4,7 @@ Every write of :class:`~appliance.store.core.Store` runs inside a :class:`Batch`
 one: ``BEGIN IMMEDIATE`` ... ``COMMIT``) or joining the batch its thread has open
 (``Store.batch()``), so that a burst of reports costs one transaction. What a transaction does
 once, not once per reading, waits here until its end: the counters (summed), the change log (one
-row per inverter), the note that something is unwritten (``Store._mark``), and what must happen
+row per inverter), the note that something is unwritten (:meth:`Batch.mark`), and what must happen
 only once the readings are committed (publishing them: ``after_commit``).
 
 A write that fails inside a batch breaks the whole batch: it is rolled back at its end, nothing of
@@ -53,7 +53,8 @@ class Batch:
             self._changed[serial] = ts
 
     def mark(self, *, urgent_by: float | None = None) -> None:
-        """Something the card must get (``Store._mark``), at the end of the transaction."""
+        """Something the card must get: at the end of the transaction, ``meta`` notes it (the flusher
+        journals it within ``flush_seconds``; ``urgent_by``, a user's edit: within a tick)."""
         self._marked = True
         if urgent_by is not None:
             self._urgent_by = urgent_by if self._urgent_by is None else min(self._urgent_by, urgent_by)

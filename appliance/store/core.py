@@ -345,7 +345,7 @@ class Store:
 
     # -- writing ---------------------------------------------------------------------------
     # Each write joins this thread's batch (``batch``): what it does once per transaction (counters,
-    # the change log, ``_mark``: noting that the card has something to get) it asks of the batch.
+    # the change log, ``mark``: noting that the card has something to get) it asks of the batch.
     def record(self, reading: Reading, source: str = "", also_count: tuple[str, ...] = ()) -> Recorded:
         """Store one decoded reading: inverter, latest, history and the energy ledger, atomically.
 
