@@ -207,7 +207,8 @@ def inverter_posts(seed: int, tries: int = 3) -> tuple[bool, str]:
         if serial:
             break
         print(f"post {attempt} of {tries} failed: {out[-300:]}", file=sys.stderr, flush=True)
-        time.sleep(5)
+        if attempt < tries:
+            time.sleep(5)
 
     def recorded():
         with urllib.request.urlopen("http://127.0.0.1/data.json", timeout=10) as reply:
