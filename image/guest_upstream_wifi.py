@@ -344,7 +344,11 @@ def phase_join(result: dict) -> None:
     if station_ip:
         status, body = http_from(HOME, f"http://{station_ip}/login")
         result["home_web_status"], result["home_web_has_login"] = status, "password" in body.lower()
-        result["home_mdns"] = mdns_query(HOME, HOME_IP, "solargw.local")
+        # avahi answers on the station once it has seen its address and probed the name there: that
+        # can take a while after the join (one query of 9 s came back empty once in CI).
+        asked = time.monotonic()
+        result["home_mdns"] = wait_for(lambda: mdns_query(HOME, HOME_IP, "solargw.local"), 30)
+        result["home_mdns_s"] = round(time.monotonic() - asked, 1)
         inverter_ip = state.get("inverter_ip")
         if inverter_ip:
             sh(f"ip -n {HOME} route replace 10.42.0.0/24 via {station_ip}")
