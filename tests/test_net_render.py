@@ -21,6 +21,8 @@ from appliance.net import clients, dnsmasq, firewall, hostapd, resolvers, wpa
 from appliance.net.addressing import NetConfigError, plan
 from appliance.net.wifi import psk
 from appliance.settings import AccessPointSettings, Settings, UpstreamWifiSettings
+from support.waiting import wait_for
+
 
 def ap_settings(**changes) -> AccessPointSettings:
     return dataclasses.replace(AccessPointSettings(passphrase="inverters-only"), **changes)
@@ -152,6 +154,11 @@ def test_a_dnsmasq_left_by_an_earlier_run_is_stopped_and_no_other_process(tmp_pa
     ours = subprocess.Popen([*sleeper, f"--conf-file={conf}"])
     other = subprocess.Popen([*sleeper, "--conf-file=/elsewhere.conf"])
     try:
+        # Popen returns once exec began: for a moment after, /proc/PID/cmdline may not show the new
+        # arguments yet (a loaded machine), and reap_stale would rightly leave the process alone.
+        for process in (ours, other):
+            wait_for(lambda: b"--conf-file=" in Path(f"/proc/{process.pid}/cmdline").read_bytes(), 10,
+                     "the sleeper's command line")
         pid_file.write_text(f"{other.pid}\n")
         dnsmasq.reap_stale(pid_file, conf)
         assert other.poll() is None
