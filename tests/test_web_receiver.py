@@ -22,6 +22,7 @@ from appliance.web.ingest import InverterPost
 from appliance.web.receiver import Receiver
 from appliance.web.server import LoopThread, open_listener
 from support.vectors import NEP_BDM400
+from support.waiting import wait_for
 
 BDM400 = bytes.fromhex(NEP_BDM400["hex"])
 INVERTER_REQUEST = build_request("www.nepviewer.net", "/i.php", BDM400)
@@ -191,6 +192,44 @@ def test_reports_that_wait_are_taken_together_and_each_answered_once_stored(fron
         thread.join()
     assert front.batches == [1, 5] and len(answered) == 5
     assert min(answered) >= front.ingested[1]
+
+
+def test_a_report_waits_briefly_for_one_still_being_read_and_both_are_stored_together(front, monkeypatch):
+    """A group commit: the ingest thread, idle, gets a report while another connection is still
+    sending its request; it waits for that one (up to GATHER_SECONDS) and ingests both in one go."""
+    monkeypatch.setattr(receiver_module, "GATHER_SECONDS", 3.0)
+    head, body = INVERTER_REQUEST[:-len(BDM400)], BDM400
+    with front.connect() as slow:
+        slow.sendall(head)
+        replies: list[tuple[bytes, float]] = []
+        quick = threading.Thread(target=lambda: replies.append(front.exchange(INVERTER_REQUEST)))
+        quick.start()
+        time.sleep(0.3)
+        assert not front.batches  # held for the one still arriving
+        slow.sendall(body)
+        slow.settimeout(5)
+        reply = b""
+        while chunk := slow.recv(65536):
+            reply += chunk
+        quick.join()
+    assert is_timestamp(reply) and is_timestamp(replies[0][0])
+    assert front.batches == [2] and 0.3 <= replies[0][1] < 2.0
+
+
+def test_a_report_that_comes_alone_is_not_held(front, monkeypatch):
+    monkeypatch.setattr(receiver_module, "GATHER_SECONDS", 3.0)
+    reply, took = front.exchange(INVERTER_REQUEST)
+    assert is_timestamp(reply) and took < 1.0 and front.batches == [1]
+
+
+def test_a_stalled_connection_holds_a_report_no_longer_than_the_gather_time(front, monkeypatch):
+    monkeypatch.setattr(receiver_module, "GATHER_SECONDS", 0.4)
+    with front.connect() as stalled:
+        stalled.sendall(b"POST /i.php HTTP/1.1\r\n")
+        reply, took = front.exchange(INVERTER_REQUEST)
+        assert is_timestamp(reply) and 0.4 <= took < receiver_module.REPLY_SECONDS
+        assert front.batches == [1] and front.receiver.arriving == 1
+    wait_for(lambda: front.receiver.arriving == 0, 5, "the closed connection to be counted out")
 
 
 def test_a_header_trickle_is_cut_at_the_deadline_and_the_report_kept(front, monkeypatch):
