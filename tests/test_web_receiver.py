@@ -195,8 +195,8 @@ def test_reports_that_wait_are_taken_together_and_each_answered_once_stored(fron
 
 
 def test_a_report_waits_briefly_for_one_still_being_read_and_both_are_stored_together(front, monkeypatch):
-    """A group commit: the ingest thread, idle, gets a report while another connection is still
-    sending its request; it waits for that one (up to GATHER_SECONDS) and ingests both in one go."""
+    """The ingest thread, idle, gets a report while another connection is still sending its request:
+    it waits for that one (up to GATHER_SECONDS) and ingests both in one go (one transaction)."""
     monkeypatch.setattr(receiver_module, "GATHER_SECONDS", 3.0)
     head, body = INVERTER_REQUEST[:-len(BDM400)], BDM400
     with front.connect() as slow:

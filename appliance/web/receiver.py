@@ -253,7 +253,7 @@ class Connection(asyncio.Protocol):
         self.drained: asyncio.Future | None = None
         self.peer: tuple[str, int] = ("", 0)
         self.server_port = 0
-        self.arriving = False  # counted in receiver.arriving
+        self.reading = False  # still reading its request: counted in receiver.arriving
 
     # -- asyncio callbacks -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -264,7 +264,7 @@ class Connection(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         self.server_port = int(local[1]) if isinstance(local, tuple) else 0
         self.timer = self.receiver.loop.call_later(HEAD_SECONDS, self._timed_out)  # type: ignore[union-attr]
-        self.arriving = True
+        self.reading = True
         self.receiver.arriving += 1
         self.receiver.opened(self)
 
@@ -397,8 +397,8 @@ class Connection(asyncio.Protocol):
 
     def _arrived(self) -> None:
         """The request is read (or never will be): no longer counted in ``receiver.arriving``."""
-        if self.arriving:
-            self.arriving = False
+        if self.reading:
+            self.reading = False
             self.receiver.arriving -= 1
 
     def _timed_out(self) -> None:
