@@ -93,6 +93,24 @@ def test_every_reading_waits_in_ram_until_the_journal_then_the_database(dirs):
     assert store.history("12345678", 0, T0 + 1)[0][1]["energy_today_wh"] == 100.0  # once, not twice
 
 
+def test_a_reading_updates_its_ledger_row_in_place_and_the_journal_notes_it_once(dirs):
+    """The ledger row keeps its rowid (an upsert, not INSERT OR REPLACE, which deletes and inserts
+    anew): each commit writes one page of it, not two, and ``pending`` holds one row per inverter
+    however many readings wait for the journal, not one per reading."""
+    store = open_store(dirs)
+    db = store._db
+    for minute in range(5):
+        store.record(nep_reading(today_wh=100.0 + minute, timestamp=T0 + 60 * minute))
+        if minute == 0:
+            rowid = db.execute("SELECT rowid FROM ledger WHERE serial = '12345678'").fetchone()[0]
+    ledger = db.execute("SELECT rowid, total_wh FROM ledger WHERE serial = '12345678'").fetchall()
+    assert [tuple(row) for row in ledger] == [(rowid, 104.0)]
+    assert [row[0] for row in db.execute("SELECT row FROM pending WHERE tbl = 'ledger'")] == [rowid]
+    assert writeback.journal_flush(store)
+    power_cut(store, dirs)
+    assert open_store(dirs).inverter("12345678").lifetime_wh == 104.0
+
+
 def test_history_keeps_the_newest_reading_of_each_bucket_even_across_commits(dirs):
     card, _ = dirs
     store = open_store(dirs, history_seconds=300)

@@ -452,8 +452,9 @@ class Store:
         " (SELECT 1 FROM resumed WHERE serial = ?1), l.serial, "
         + ", ".join(f"l.{name}" for name in LEDGER_FIELDS) + " FROM (SELECT 1) LEFT JOIN ledger l ON l.serial = ?1"
     )
-    _LEDGER_WRITE = (
-        f"INSERT OR REPLACE INTO ledger (serial, {', '.join(LEDGER_FIELDS)}) VALUES (?{', ?' * len(LEDGER_FIELDS)})"
+    _LEDGER_WRITE = (  # an upsert, not INSERT OR REPLACE: the row keeps its rowid (issue 15)
+        f"INSERT INTO ledger (serial, {', '.join(LEDGER_FIELDS)}) VALUES (?{', ?' * len(LEDGER_FIELDS)})"
+        " ON CONFLICT(serial) DO UPDATE SET " + ", ".join(f"{name} = excluded.{name}" for name in LEDGER_FIELDS)
     )
 
     def _advance_ledger(self, db: sqlite3.Connection, reading: Reading, ts: float,
