@@ -48,9 +48,10 @@ def zigpy_config(settings: Settings, device_path: str, database: Path | None) ->
         "database_path": str(database) if database else None,
         "network": {"pan_id": z.pan_id, "channel": z.channel, "channels": [z.channel],
                     "extended_pan_id": z.extended_pan_id},
-        # Nothing on this network is a Zigbee HA device: no OTA, no topology scans, and the
-        # network comes from the settings rather than from backups.
-        "ota": {"enabled": False},
+        # Nothing on this network is a Zigbee HA device: no OTA (and no OTA providers: zigpy
+        # would build its default ones, loading zigpy.ota.providers, ``cli.DEFERRED``), no topology
+        # scans, and the network comes from the settings rather than from backups.
+        "ota": {"enabled": False, "providers": []},
         "topology_scan_enabled": False,
         "backup_enabled": False,
         "network_validate_settings": False,
