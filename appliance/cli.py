@@ -65,11 +65,11 @@ def load_service_settings(path: str | None = None) -> "Loaded":
 
 DEFERRED = ("aiohttp", "jsonschema", "dns.resolver", "urllib.request", "zigpy.ota.providers")
 """Imported by libraries at start-up for what the services never do: zigpy's OTA updates
-(aiohttp, jsonschema, and zigpy's OTA providers, whose classes each load the system's CA
+(aiohttp, jsonschema, and zigpy's OTA providers, three of whose classes load the system's CA
 certificates: ~90 ms of the Zigbee service's start; the service's zigpy configuration names no
 provider, ``zigbee.application.zigpy_config``), paho's DNS SRV lookups (dnspython) and proxies
-(urllib.request, used only with PySocks installed: ~0.5 MiB of the Zigbee service's heap). Loaded on first use
-instead (:mod:`appliance.lazy`)."""
+(urllib.request, used only with PySocks installed: ~0.5 MiB of the Zigbee service's heap).
+Loaded on first use instead (:mod:`appliance.lazy`)."""
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
