@@ -40,6 +40,8 @@ TEST_PASSPHRASE = "boot-test-passphrase"
 TEST_ADMIN_PASSWORD = "boot-test-admin"
 TEST_TIMEZONE = "Europe/Amsterdam"
 SERVICES = ("solargw-web", "solargw-zigbee", "solargw-net", "mosquitto")
+SYSTEMD_FROZE = "Freezing execution"
+"""What systemd prints when its manager cannot go on: that boot never answers SSH."""
 
 
 def log(message: str) -> None:
@@ -216,6 +218,9 @@ class Guest:
                     return time.monotonic() - self.started
             except subprocess.TimeoutExpired:
                 pass
+            if SYSTEMD_FROZE in self.tail():
+                raise TimeoutError(f"no SSH: systemd froze after {time.monotonic() - self.started:.0f} s; "
+                                   f"serial console:\n{self.tail()}")
             time.sleep(3)
         raise TimeoutError(f"no SSH after {timeout:.0f} s; serial console:\n{self.tail()}")
 

@@ -480,6 +480,14 @@ def test_runs_the_pinned_home_assistant(stack):
     assert stack.ha.entry_state(stack.mqtt_entry) == "loaded"
 
 
+def test_home_assistant_keeps_its_settings_and_schedules_no_restart(stack):
+    """Unconfirmed HTTP settings make Home Assistant restart itself 5 minutes after it starts,
+    in the middle of the tier (the Energy dashboard test alone waits up to 5 minutes)."""
+    config = stack.ha.ws("http/config")
+    assert (config["active_config_type"], config["pending"], config["revert_at"]) == ("stable", None, None), config
+    assert config["stable"]["server_port"] == stack.ha.port
+
+
 def test_one_device_per_inverter_under_one_appliance_device(stack):
     view = stack.view()
     inverters = stack.inverter_configs()
