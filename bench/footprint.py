@@ -87,6 +87,7 @@ def net_service() -> Iterator[int | None]:
         return
     namespace = f"solargw-footprint-{os.getpid()}"
     workdir = Path(tempfile.mkdtemp(prefix="bench-footprint-net-"))
+    workdir.chmod(0o755)  # dnsmasq reads its servers file (--dns-dir) as nobody
     subprocess.run(["ip", "netns", "add", namespace], check=True)
     try:
         subprocess.run(["ip", "-n", namespace, "link", "add", "ap0", "type", "veth", "peer", "name", "ap1"], check=True)
@@ -96,6 +97,7 @@ def net_service() -> Iterator[int | None]:
                             f'passphrase = "footprint-bench"\n[mqtt]\nenabled = false\n')
         net = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-m", "appliance", "net", "run",
                                 "--settings", str(settings), "--run-dir", str(workdir / "run"),
+                                "--dns-dir", str(workdir / "dns"),
                                 "--resolv-conf", str(workdir / "resolv.conf"), "--no-firewall"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
                                env=service_env())

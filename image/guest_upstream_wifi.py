@@ -195,8 +195,8 @@ def inverter_lease() -> str | None:
 def inverter_posts(seed: int, tries: int = 3) -> tuple[bool, str]:
     """A simulated NEP inverter in the inverter's namespace posts to www.nepviewer.net (the
     appliance's DNS answers it); True when /data.json lists it. Like a real inverter it tries
-    again when a post fails: solargw-net restarts dnsmasq when the home network's resolvers
-    change, and a lookup in that fraction of a second fails (seen once in the join phase)."""
+    again when a post fails (a lookup failed once in the join phase, when solargw-net still
+    restarted dnsmasq for the home network's resolvers; now dnsmasq reads them on SIGHUP)."""
     for attempt in range(1, tries + 1):
         done = subprocess.run(f"ip netns exec {INVERTER} {SOLARGW} simulate nep --url http://www.nepviewer.net/ "
                               f"--inverters 1 --rounds 1 --seed {seed} --start 12:00", shell=True,
@@ -324,7 +324,7 @@ def phase_setup(result: dict) -> None:
 
 def phase_join(result: dict) -> None:
     state = load_state()
-    started = time.monotonic()
+    started, since = time.monotonic(), int(time.time()) - 1
     set_upstream(True)
     station_ip = wait_for(lambda: (ipv4(STATION) or "").startswith("192.168.77.") and ipv4(STATION), 180)
     result["join_s"] = round(time.monotonic() - started, 1) if station_ip else None
@@ -336,6 +336,10 @@ def phase_join(result: dict) -> None:
     result["dns_answer"] = wait_for(
         lambda: sh(f"getent ahostsv4 {HOME_NAME}", check=False).split()[0], 20) or ""
     result["resolvectl"] = sh(f"resolvectl dns {STATION}", check=False).strip()
+    # The home router's resolver reached dnsmasq by SIGHUP, not by a restart.
+    net_log = sh(f"journalctl -o cat -u solargw-net --since @{since}", check=False)
+    result["dnsmasq_reread_servers"] = "dnsmasq reads its servers again" in net_log
+    result["dnsmasq_restarted_for_config"] = "restarting dnsmasq: configuration changed" in net_log
     # The inverter went along with the move (CSA) or came back; it still posts.
     result["inverter_after_move"] = wait_for(
         lambda: (s := inverter_status()).get("wpa_state") == "COMPLETED" and s.get("freq"), 90)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from appliance.net.plan import DNS_DIR
 from support.ports import free_port
 from support.waiting import wait_for
 
@@ -170,19 +171,27 @@ def test_journal_stays_in_ram_bounded_and_rate_limited(tmp_path):
 
 
 def test_runtime_directory_is_shared_by_the_services(tmp_path):
-    """/run/solargw: created at boot by systemd-tmpfiles, before any service, for all of them."""
-    line = render(tmp_path, "solargw", "tmpfiles.conf.j2").splitlines()[-1]
-    assert line.split() == ["d", "/run/solargw", "2770", "root", "solargw", "-"]
-    units = {role: render(tmp_path, role, template, roles=("solargw",))
+    """/run/solargw: created at boot by systemd-tmpfiles, before any service, for all of them;
+    /run/solargw-dns beside it, for dnsmasq's servers file (dnsmasq reads it as nobody)."""
+    lines = [line.split() for line in render(tmp_path, "solargw", "tmpfiles.conf.j2").splitlines()
+             if not line.startswith("#")]
+    assert lines == [["d", "/run/solargw", "2770", "root", "solargw", "-"],
+                     ["d", str(DNS_DIR), "0755", "root", "root", "-"]]
+    units = {template: render(tmp_path, role, template, roles=("solargw",))  # (by template: a role has two)
              for role, template in (("web", "solargw-web.service.j2"), ("zigbee", "solargw-zigbee.service.j2"),
                                     ("access_point", "solargw-net.service.j2"),
                                     ("access_point", "hostapd-solargw.conf.j2"))}
-    for role, unit in units.items():
+    sandboxed = []
+    for template, unit in units.items():
         # A RuntimeDirectory=solargw would chown and chmod the shared directory to one unit's liking.
-        assert "RuntimeDirectory=" not in unit, role
+        assert "RuntimeDirectory=" not in unit, template
         if "ProtectSystem=strict" in unit:
+            sandboxed.append(template)
             paths = re.search(r"^ReadWritePaths=(.*)$", unit, re.MULTILINE).group(1).split()
-            assert "/run/solargw" in paths, role
+            assert "/run/solargw" in paths, template
+            # only solargw-net writes dnsmasq's servers file
+            assert (str(DNS_DIR) in paths) == (template == "solargw-net.service.j2"), template
+    assert "solargw-net.service.j2" in sandboxed
 
 
 def test_the_benches_run_the_services_with_the_units_environment(tmp_path):

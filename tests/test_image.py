@@ -391,6 +391,29 @@ def test_virt_access_point_can_be_switched_off(virt):
     assert _until_in_guest(virt, DNSMASQ_RUNNING), "dnsmasq did not come back"
 
 
+def test_virt_dnsmasq_reads_the_lan_resolvers_as_nobody(virt):
+    """solargw-net (root, umask 0007) writes the LAN's resolvers to /run/solargw-dns/servers; dnsmasq,
+    running as nobody, reads them at start and again on SIGHUP (how new resolvers reach it, without
+    a restart)."""
+    modes = virt.ssh("stat -c '%a %U' /run/solargw-dns /run/solargw-dns/servers").stdout.decode().split()
+    assert modes == ["755", "root", "644", "root"], modes
+    servers = [line.split("=", 1)[1] for line in virt.ssh("cat /run/solargw-dns/servers").stdout.decode().splitlines()
+               if line.startswith("server=")]
+    assert servers, "no LAN resolver: QEMU's (DHCP on eth0) should be there"
+    dnsmasq = ("for pid in $(cat /sys/fs/cgroup/system.slice/solargw-net.service/cgroup.procs); do "
+               "[ \"$(cat /proc/$pid/comm 2>/dev/null)\" = dnsmasq ] && echo $pid $(stat -c %U /proc/$pid); done; true")
+    pid = virt.ssh(dnsmasq).stdout.decode().split()
+    assert len(pid) == 2 and pid[1] == "nobody", pid
+    used = f"using nameserver {servers[0]}#53"
+    journal = "journalctl -b -o cat -u solargw-net"
+    before = virt.ssh(journal).stdout.decode().count(used)
+    virt.ssh(f"kill -HUP {pid[0]}")
+    assert _until_in_guest(virt, f"[ $({journal} | grep -cF '{used}') -gt {before} ]"), "dnsmasq did not read it again"
+    log = virt.ssh(journal).stdout.decode()
+    assert "cannot read /run/solargw-dns" not in log, log[-3000:]
+    assert virt.ssh(dnsmasq).stdout.decode().split() == pid  # the same dnsmasq
+
+
 # -- the upstream Wi-Fi: AP + station on one radio (image/guest_upstream_wifi.py) -------------
 
 @pytest.fixture(scope="module")
@@ -430,6 +453,7 @@ def test_virt_upstream_wifi_joins_the_home_network(virt, upstream):
     assert result["upstream_status"]["channel"] == result["upstream_status"]["access_point_channel"] == 1
     assert result["default_route"].startswith("default via 192.168.77.1"), result
     assert result["dns_answer"] == "192.168.77.1", result  # a name only the home router's DNS knows
+    assert result["dnsmasq_reread_servers"] and not result["dnsmasq_restarted_for_config"], result
     assert result["inverter_after_move"] == "2412", result
     assert result["inverter_posted"], result
     assert result["home_web_status"] == 200 and result["home_web_has_login"], result

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -71,6 +72,7 @@ class Topology:
         self.app, self.inv, self.lan = f"sgw-{tag}-app", f"sgw-{tag}-inv", f"sgw-{tag}-lan"
         self.tmp = tmp
         self.processes: list[subprocess.Popen] = []
+        self.dns_dir: Path | None = None
 
     def build(self) -> None:
         for ns in (self.app, self.inv, self.lan):
@@ -129,6 +131,8 @@ class Topology:
                 pass
         for ns in (self.app, self.inv, self.lan):
             sh("ip", "netns", "del", ns, check=False)
+        if self.dns_dir is not None:
+            shutil.rmtree(self.dns_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +166,13 @@ def net(tmp_path_factory):
         topo.settings.write_text(topo.good_settings)
         topo.resolv = tmp / "resolv.conf"
         topo.resolv.write_text(f"nameserver 127.0.0.53\nnameserver {LAN_PEER_IP}\n")
+        # dnsmasq reads its servers file as nobody: a directory nobody can reach, as /run/solargw-dns
+        topo.dns_dir = Path(tempfile.mkdtemp(prefix="solargw-dns-"))
+        topo.dns_dir.chmod(0o755)
         topo.service = topo.spawn(
             topo.app, SOLARGW, "-v", "net", "run", "--settings", str(topo.settings),
-            "--run-dir", str(tmp / "run"), "--resolv-conf", str(topo.resolv), log="service.log",
+            "--run-dir", str(tmp / "run"), "--dns-dir", str(topo.dns_dir), "--resolv-conf", str(topo.resolv),
+            log="service.log",
         )
         wait_for(lambda: (topo.status() or {}).get("dnsmasq", {}).get("running"), 20,
                  "the service to report dnsmasq running")
@@ -257,6 +265,10 @@ def test_firewall_isolates_the_access_point(net):
 
 
 def test_without_upstream_other_names_fail_fast(net):
+    """The LAN's resolvers gone, then back: dnsmasq follows both changes without a restart (a
+    restart left the inverters without DNS and DHCP for a moment; the upstream Wi-Fi's joins change
+    the resolvers)."""
+    pid = net.status()["dnsmasq"]["pid"]
     net.resolv.write_text("nameserver 127.0.0.1\n")  # loopback only: nothing usable
     try:
         wait_for(lambda: (net.status() or {}).get("upstream_dns") == [], 20, "the upstream to go away")
@@ -267,6 +279,12 @@ def test_without_upstream_other_names_fail_fast(net):
     finally:
         net.resolv.write_text(f"nameserver {LAN_PEER_IP}\n")
     wait_for(lambda: (net.status() or {}).get("upstream_dns") == [LAN_PEER_IP], 20, "the upstream again")
+    wait_for(lambda: net.query(UPSTREAM_NAME)["addresses"] == [UPSTREAM_ANSWER], 10, "answers from the LAN again")
+    status = net.status()
+    assert (status["dnsmasq"]["pid"], status["dnsmasq"]["running"]) == (pid, True), status["dnsmasq"]
+    log = (net.tmp / "service.log").read_text()
+    assert log.count("dnsmasq reads its servers again (SIGHUP): no restart") >= 2, log[-3000:]
+    assert "restarting dnsmasq" not in log, log[-3000:]
 
 
 @pytest.mark.parametrize("bad, error", [

@@ -19,6 +19,7 @@ import pytest
 
 from appliance.net import clients, dnsmasq, firewall, hostapd, resolvers, wpa
 from appliance.net.addressing import NetConfigError, plan
+from appliance.net.plan import RuntimePaths, build
 from appliance.net.wifi import psk
 from appliance.settings import AccessPointSettings, Settings, UpstreamWifiSettings
 from support.waiting import wait_for
@@ -121,6 +122,22 @@ def test_dnsmasq_lan_dns_mode_listens_on_the_lan_without_dhcp():
             "interface-name=gw.enecsys.net,eth0/4", "interface-name=gw.enecsys.net,wlan0/4"} <= set(conf)
     # the mode off: the LAN interfaces are not mentioned even if passed
     assert "interface=eth0" not in lines(render_dnsmasq(["192.168.1.1"], lan=("eth0",)))
+
+
+def test_the_service_s_dnsmasq_reads_its_resolvers_from_a_servers_file(tmp_path):
+    """The service's configuration names the servers file instead of the servers, so new LAN
+    resolvers need a SIGHUP, not a restart; the file holds what the configuration would."""
+    servers_file = Path("/run/solargw-dns/servers")
+    conf = lines(dnsmasq.render(plan(ap_settings()), upstreams=ips("192.168.1.1"), leases=Path("/l"),
+                                pid_file=Path("/p"), servers_file=servers_file))
+    assert f"servers-file={servers_file}" in conf and "no-resolv" in conf
+    assert not [l for l in conf if l.startswith("server=")]
+    assert dnsmasq.render_servers(ips("192.168.1.1", "fe80::1%eth0")) == "server=192.168.1.1\nserver=fe80::1%eth0\n"
+    assert lines(dnsmasq.render_servers([])) == []
+    settings = Settings(access_point=ap_settings(upstream_dns=["192.0.2.53"]))
+    built = build(settings, RuntimePaths(run_dir=tmp_path, dns_dir=tmp_path / "dns"))
+    assert f"servers-file={tmp_path / 'dns' / 'servers'}" in lines(built.dnsmasq_conf)
+    assert built.dnsmasq_servers == "server=192.0.2.53\n"
 
 
 def test_dnsmasq_ipv6_and_scoped_upstreams():

@@ -17,7 +17,7 @@ from appliance import settings as settings_module
 from appliance.atomic import write_atomic
 from appliance.cli import CommandError, load_service_settings
 from appliance.net.addressing import NetConfigError
-from appliance.net.plan import CONFIGS, RUN_DIR, RuntimePaths, render_config, with_interface
+from appliance.net.plan import CONFIGS, DNS_DIR, RUN_DIR, RuntimePaths, render_config, with_interface
 from appliance.net.resolvers import RESOLV_CONF
 
 
@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument("--interface", default=None, help="access-point interface (overrides the settings)")
         sub.add_argument("--run-dir", "--dnsmasq-dir", dest="run_dir", type=Path, default=RUN_DIR,
                          help=f"where dnsmasq's runtime files go (default {RUN_DIR})")
+        sub.add_argument("--dns-dir", type=Path, default=DNS_DIR,
+                         help=f"where dnsmasq's servers file goes, readable by dnsmasq's own user (default {DNS_DIR})")
         sub.add_argument("--leases", type=Path, default=None,
                          help="dnsmasq leases file (default <data dir>/dnsmasq.leases)")
         sub.add_argument("--resolv-conf", type=Path, default=RESOLV_CONF,
@@ -75,7 +77,7 @@ def _settings(args: argparse.Namespace) -> settings_module.Settings:
 
 
 def _paths(args: argparse.Namespace) -> RuntimePaths:
-    return RuntimePaths(run_dir=args.run_dir, leases=args.leases, resolv_conf=args.resolv_conf)
+    return RuntimePaths(run_dir=args.run_dir, leases=args.leases, resolv_conf=args.resolv_conf, dns_dir=args.dns_dir)
 
 
 def run_render(args: argparse.Namespace) -> int:

@@ -9,7 +9,12 @@ What the rendered configuration does:
   So does the genuine Enecsys gateway's server, ``gw.enecsys.net`` (:mod:`appliance.gateway`),
   whether or not ``[gateway]`` is on: its real server is gone since 2015.
 - Other names go to the LAN's resolvers (``server=``). With none, ``no-resolv`` and no server make
-  dnsmasq answer REFUSED at once: an inverter never waits for a timeout.
+  dnsmasq answer REFUSED at once: an inverter never waits for a timeout. The service keeps them in
+  a servers file of their own (``servers-file=``, :func:`render_servers`), which dnsmasq reads
+  again on SIGHUP: when the LAN's resolvers change, dnsmasq keeps running, with its leases, its
+  sockets and the inverters' DHCP, instead of being restarted. It reads that file after dropping
+  its privileges (as ``nobody``), at start and on SIGHUP, so the file is world-readable, in a
+  directory of its own (``/run/solargw-dns``: ``/run/solargw`` is the services' group's only).
 - ``bind-dynamic``: listen on the access point even when it appears after dnsmasq starts.
   ``except-interface=lo``: ``interface=`` would add loopback too; the appliance's own lookups must
   not see the override, and a stub resolver on 127.0.0.x must not clash with us.
@@ -55,8 +60,10 @@ def render(
     leases: Path,
     pid_file: Path,
     lan_interfaces: Sequence[str] = (),
+    servers_file: Path | None = None,
 ) -> str:
-    """The dnsmasq configuration text for ``plan``."""
+    """The dnsmasq configuration text for ``plan``: the ``upstreams`` in it, or, given
+    ``servers_file``, in that file (:func:`render_servers`; the service's way)."""
     ap, ip = plan.interface, plan.ip
     lines = [
         "# Rendered by solargw (solargw net render dnsmasq); edits are overwritten.",
@@ -83,10 +90,10 @@ def render(
         for host in PORTAL_HOSTS:
             lines += [f"interface-name={host},{name}/4" for name in (ap, *lan_interfaces)]
     lines += ["", "# Every other name."]
-    if upstreams:
-        lines += [f"server={server}" for server in upstreams]
+    if servers_file is not None:
+        lines.append(f"servers-file={servers_file}")
     else:
-        lines.append("# no upstream resolver: other names are refused at once")
+        lines += render_servers(upstreams).splitlines()
     lines += [
         "",
         "# DHCP for the inverters.",
@@ -97,6 +104,13 @@ def render(
         "",
     ]
     return "\n".join(lines)
+
+
+def render_servers(upstreams: Sequence[IPAddress]) -> str:
+    """Where every other name goes: a servers file (or the lines of the configuration)."""
+    if not upstreams:
+        return "# no upstream resolver: other names are refused at once\n"
+    return "".join(f"server={server}\n" for server in upstreams)
 
 
 def validate(conf: Path, binary: str = "dnsmasq") -> None:
@@ -123,6 +137,13 @@ class DnsmasqProcess(Child):
         super().__init__("dnsmasq", [binary, "--keep-in-foreground", f"--conf-file={conf}"])
         self.conf = conf
         self.binary = binary
+
+    def reread_servers(self) -> bool:
+        """SIGHUP: dnsmasq reads its servers file again (and clears its cache); False if it is not running."""
+        if not self.running():
+            return False
+        self.process.send_signal(signal.SIGHUP)
+        return True
 
     def stop(self, timeout: float = 5.0) -> list[str]:
         last = super().stop(timeout)

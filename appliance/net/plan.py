@@ -10,6 +10,8 @@ from appliance.net.addressing import AccessPointPlan, IPAddress, plan
 from appliance.settings import Settings
 
 RUN_DIR = Path("/run/solargw")
+DNS_DIR = Path("/run/solargw-dns")
+"""dnsmasq's servers file: readable by dnsmasq once it has dropped its privileges (see dnsmasq.py)."""
 
 
 @dataclass(frozen=True)
@@ -18,10 +20,15 @@ class RuntimePaths:
     leases: Path | None = None
     """dnsmasq's leases file; None: ``<data dir>/dnsmasq.leases``."""
     resolv_conf: Path = resolvers.RESOLV_CONF
+    dns_dir: Path = DNS_DIR
 
     @property
     def dnsmasq_conf(self) -> Path:
         return self.run_dir / "dnsmasq.conf"
+
+    @property
+    def dnsmasq_servers(self) -> Path:
+        return self.dns_dir / "servers"
 
     @property
     def dnsmasq_pid(self) -> Path:
@@ -39,6 +46,8 @@ class NetPlan:
     lan_interfaces: tuple[str, ...]
     leases: Path
     dnsmasq_conf: str
+    dnsmasq_servers: str
+    """The servers file's text (the LAN's resolvers): a change needs a SIGHUP, not a restart."""
     ruleset: str
     serving: bool = True
     """``[access_point] enabled``: false keeps the firewall but no address, DHCP or DNS."""
@@ -66,9 +75,9 @@ def build(settings: Settings, paths: RuntimePaths) -> NetPlan:
         upstreams=upstreams,
         lan_interfaces=lan,
         leases=leases,
-        dnsmasq_conf=dnsmasq.render(
-            ap, upstreams=upstreams, leases=leases, pid_file=paths.dnsmasq_pid, lan_interfaces=lan
-        ),
+        dnsmasq_conf=dnsmasq.render(ap, upstreams=upstreams, leases=leases, pid_file=paths.dnsmasq_pid,
+                                    lan_interfaces=lan, servers_file=paths.dnsmasq_servers),
+        dnsmasq_servers=dnsmasq.render_servers(upstreams),
         ruleset=firewall.render(ap, firewall.LanPorts.from_settings(settings)),
         serving=settings.access_point.enabled,
     )
@@ -86,4 +95,7 @@ def render_config(config: str, settings: Settings, paths: RuntimePaths) -> str:
     if config == "wpa_supplicant":
         return wpa.render(settings, paths.run_dir / "wpa_supplicant")
     plan = build(settings, paths)
-    return plan.dnsmasq_conf if config == "dnsmasq" else plan.ruleset
+    if config == "dnsmasq":  # whole, the resolvers in it: what the service splits in two, in one piece
+        return dnsmasq.render(plan.access_point, upstreams=plan.upstreams, leases=plan.leases,
+                              pid_file=paths.dnsmasq_pid, lan_interfaces=plan.lan_interfaces)
+    return plan.ruleset

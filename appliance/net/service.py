@@ -6,7 +6,8 @@ output, or every second. Then:
 - SIGTERM/SIGINT: stop dnsmasq (SIGTERM, then SIGKILL) and return. The address and the firewall
   stay in place: the access point must not open up because its service stopped.
 - SIGHUP, a changed settings file (polled every second) or every few seconds: rebuild the plan
-  (which also picks up new LAN resolvers). The settings file is followed by the shared runtime
+  (which also picks up new LAN resolvers: dnsmasq gets those with a SIGHUP of its own, no
+  restart). The settings file is followed by the shared runtime
   (:class:`appliance.runtime.SettingsFollower`: a file that does not load or validate leaves the
   last good settings in use). A new plan is checked whole (``dnsmasq --test``, then nft) before
   anything changes; if any step refuses, the old configuration keeps serving and the error is
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import settings as settings_module
+from appliance.atomic import write_atomic
 from appliance.net import clients, dnsmasq, firewall
 from appliance.net.addressing import NetConfigError
 from appliance.net.interface import InterfaceError, ensure_address
@@ -200,7 +202,9 @@ class NetService:
         staged = self.paths.dnsmasq_conf.with_name(self.paths.dnsmasq_conf.name + ".new")
         staged.write_text(new.dnsmasq_conf)
         try:
-            dnsmasq.validate(staged, self.dnsmasq_binary)
+            dnsmasq.validate(staged, self.dnsmasq_binary)  # (it does not read the servers file)
+            if old is None or old.dnsmasq_servers != new.dnsmasq_servers:
+                self._write_servers(new.dnsmasq_servers)
             if self.use_firewall and (old is None or old.ruleset != new.ruleset):
                 firewall.apply(new.ruleset, self.nft_binary)
                 self.firewall_state = "applied"
@@ -228,6 +232,16 @@ class NetService:
         self._ensure_address(new)
         if old is None or not old.serving or old.dnsmasq_conf != new.dnsmasq_conf:
             self._restart_dnsmasq("configuration changed" if old and old.serving else "starting")
+        elif old.dnsmasq_servers != new.dnsmasq_servers and self.child.reread_servers():
+            log.info("dnsmasq reads its servers again (SIGHUP): no restart")
+
+    def _write_servers(self, text: str) -> None:
+        """The servers file, readable by dnsmasq as ``nobody`` (it names only the LAN's resolvers);
+        modes set outright: the unit's umask (0007) would keep ``nobody`` out."""
+        self.paths.dns_dir.mkdir(parents=True, exist_ok=True)
+        self.paths.dns_dir.chmod(0o755)
+        write_atomic(self.paths.dnsmasq_servers, text, durable=False)  # /run: RAM
+        self.paths.dnsmasq_servers.chmod(0o644)
 
     def _apply_firewall(self, ruleset: str) -> None:
         try:
