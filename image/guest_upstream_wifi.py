@@ -336,10 +336,13 @@ def phase_join(result: dict) -> None:
     result["dns_answer"] = wait_for(
         lambda: sh(f"getent ahostsv4 {HOME_NAME}", check=False).split()[0], 20) or ""
     result["resolvectl"] = sh(f"resolvectl dns {STATION}", check=False).strip()
-    # The home router's resolver reached dnsmasq by SIGHUP, not by a restart.
-    net_log = sh(f"journalctl -o cat -u solargw-net --since @{since}", check=False)
-    result["dnsmasq_reread_servers"] = "dnsmasq reads its servers again" in net_log
-    result["dnsmasq_restarted_for_config"] = "restarting dnsmasq: configuration changed" in net_log
+    # The home router's resolver reaches dnsmasq by SIGHUP, not by a restart (solargw-net reads the
+    # resolvers every 5 s: the station may have its lease before that).
+    def net_log() -> str:
+        return sh(f"journalctl -o cat -u solargw-net --since @{since}", check=False)
+
+    result["dnsmasq_reread_servers"] = bool(wait_for(lambda: "dnsmasq reads its servers again" in net_log(), 30))
+    result["dnsmasq_restarted_for_config"] = "restarting dnsmasq: configuration changed" in net_log()
     # The inverter went along with the move (CSA) or came back; it still posts.
     result["inverter_after_move"] = wait_for(
         lambda: (s := inverter_status()).get("wpa_state") == "COMPLETED" and s.get("freq"), 90)
