@@ -19,7 +19,9 @@ ZIGBEE, GATEWAY = [100095471, 100012445], [120069930]
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
-    store = Store(tmp_path_factory.mktemp("history"))
+    # NOW is 15:00 today: from late morning on, the first day's dawn is more than 7 days before the real
+    # clock, and the store's compaction (full_resolution_days, on the real clock) would thin it out.
+    store = Store(tmp_path_factory.mktemp("history"), full_resolution_days=9)
     fleet = nep_inverters.make_fleet(2, ["bdm400", "bdm1200"], seed=1)
     result = history.write(store, zigbee_serials=ZIGBEE, gateway_serials=GATEWAY, nep_fleet=fleet, now=NOW, days=7)
     yield store, result, fleet
